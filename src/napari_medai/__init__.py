@@ -1,0 +1,42 @@
+"""napari-medai: medical-imaging AI in napari and in scripts. Research use only, not a medical device.
+
+The top-level API imports lazily, so ``import napari_medai`` (and napari start-up) stays fast:
+
+- :func:`clahe` - contrast-limited adaptive histogram equalisation (2-D, per-slice, 3-D)
+- :func:`grade_steatosis` - fatty-liver grade from B-mode ultrasound
+- :func:`segment` - liver and tumour segmentation of CT
+- :class:`CaseLibrary` - nearest-case retrieval
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .errors import CancelledError, MedaiError
+
+_LAZY = {
+    "clahe": ("napari_medai.clahe.core", "clahe"),
+    "grade_steatosis": ("napari_medai.steatosis.core", "grade_steatosis"),
+    "segment": ("napari_medai.segmentation.core", "segment"),
+    "CaseLibrary": ("napari_medai.retrieval.library", "CaseLibrary"),
+    "load_image": ("napari_medai.io.readers", "load_image"),
+    "save_image": ("napari_medai.io.writers", "save_image"),
+    "resolve_device": ("napari_medai.runtime.device", "resolve_device"),
+}
+
+__all__ = ["__version__", "MedaiError", "CancelledError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'napari_medai' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""Qt widgets: thin layers over the Qt-free core."""

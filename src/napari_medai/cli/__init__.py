@@ -1,0 +1,1 @@
+"""The `napari-medai` command line: a thin layer over the Python API."""

@@ -1,0 +1,1 @@
+"""Medical image I/O with geometry: readers, writers and the geometry helper."""

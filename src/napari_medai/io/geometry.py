@@ -1,0 +1,131 @@
+"""The one geometry helper: array index <-> world coordinates, and napari layer kwargs.
+
+Arrays are kept in napari axis order: ``(z, y, x)`` for volumes, ``(y, x)`` for images. A volume's
+world frame for display is LPS reversed, ``(S, P, L)``, so napari shows axial slices the way radiology
+viewers do (anterior up, patient's right on the left) whatever the file's voxel order. The geometry is
+stored as napari's ``scale`` and ``translate`` plus an orientation matrix passed as ``affine``; the file's
+RAS affine is derived from them, so there is one source of truth and a NIfTI round trip is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+# RAS (x, y, z) -> display (S, P, L): reverse the axes and flip the first two.
+_RAS_TO_DISPLAY = np.array(
+    [[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]]
+)
+
+
+@dataclass
+class Geometry:
+    """Voxel spacing, origin and orientation of an array in napari axis order."""
+
+    spacing: tuple  # per spatial axis, napari order (mm for medical volumes, else pixels)
+    origin: tuple  # napari ``translate``: position of voxel 0, in the orientation's frame
+    orientation: np.ndarray  # ndim x ndim, columns = unit directions of the array axes in display world
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.orientation = np.asarray(self.orientation, dtype=float)
+        n = len(self.spacing)
+        if len(self.origin) != n or self.orientation.shape != (n, n):
+            raise ValueError("spacing, origin and orientation must agree in dimension")
+
+    # ---- construction ---------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.spacing)
+
+    @classmethod
+    def identity(cls, ndim: int, spacing: Optional[Sequence[float]] = None) -> "Geometry":
+        return cls(tuple(spacing or (1.0,) * ndim), (0.0,) * ndim, np.eye(ndim))
+
+    @classmethod
+    def from_affine_ras(cls, affine: np.ndarray) -> "Geometry":
+        """From a 4x4 affine mapping ``(z, y, x)`` array indices to RAS millimetres."""
+        affine = np.asarray(affine, dtype=float)
+        linear = _RAS_TO_DISPLAY @ affine[:3, :3]
+        offset = _RAS_TO_DISPLAY @ affine[:3, 3]
+        spacing = np.linalg.norm(linear, axis=0)
+        if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
+            raise ValueError("affine has a zero or non-finite voxel size")
+        orientation = linear / spacing
+        origin = np.linalg.solve(orientation, offset)
+        return cls(tuple(spacing), tuple(origin), orientation)
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> "Geometry":
+        """The geometry of a napari layer (any layer: ours or another plugin's)."""
+        ndim = layer.ndim
+        orientation = np.asarray(layer.affine.affine_matrix, dtype=float)[:ndim, :ndim]
+        offset = np.asarray(layer.affine.affine_matrix, dtype=float)[:ndim, ndim]
+        # Fold any translation of the layer's extra affine into the origin.
+        origin = np.asarray(layer.translate, dtype=float) + np.linalg.solve(orientation, offset)
+        return cls(tuple(layer.scale), tuple(origin), orientation)
+
+    # ---- derived views -----------------------------------------------------------------------
+    def display_affine(self) -> np.ndarray:
+        """(ndim+1)^2 matrix: array index -> napari world."""
+        n = self.ndim
+        matrix = np.eye(n + 1)
+        matrix[:n, :n] = self.orientation @ np.diag(self.spacing)
+        matrix[:n, n] = self.orientation @ np.asarray(self.origin)
+        return matrix
+
+    def affine_ras(self) -> np.ndarray:
+        """4x4 affine: ``(z, y, x)`` array index -> RAS mm (volumes only)."""
+        if self.ndim != 3:
+            raise ValueError("a RAS affine exists only for 3-D geometry")
+        display = self.display_affine()
+        back = np.linalg.inv(_RAS_TO_DISPLAY)
+        affine = np.eye(4)
+        affine[:3, :3] = back @ display[:3, :3]
+        affine[:3, 3] = back @ display[:3, 3]
+        return affine
+
+    def layer_kwargs(self) -> dict:
+        """``scale``, ``translate`` and (if not identity) ``affine`` for ``viewer.add_*``."""
+        kwargs: dict[str, Any] = {"scale": self.spacing, "translate": self.origin}
+        if not np.allclose(self.orientation, np.eye(self.ndim)):
+            affine = np.eye(self.ndim + 1)
+            affine[: self.ndim, : self.ndim] = self.orientation
+            kwargs["affine"] = affine
+        return kwargs
+
+    def slice(self, axis: int = 0, index: int = 0) -> "Geometry":
+        """The 2-D geometry of one slice along ``axis`` (orientation kept for the remaining axes)."""
+        keep = [a for a in range(self.ndim) if a != axis]
+        origin = np.asarray(self.origin, dtype=float)
+        origin[axis] += index  # in index units along the dropped axis; only the kept axes are used
+        return Geometry(
+            tuple(self.spacing[a] for a in keep),
+            tuple(origin[a] for a in keep),
+            self.orientation[np.ix_(keep, keep)],
+        )
+
+    def to_dict(self) -> dict:
+        record = {
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "orientation": self.orientation.tolist(),
+            "axis_order": "zyx" if self.ndim == 3 else "yx",
+        }
+        if self.ndim == 3:
+            record["affine_ras"] = self.affine_ras().tolist()
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Geometry":
+        return cls(tuple(record["spacing"]), tuple(record["origin"]), np.asarray(record["orientation"]))
+
+    def matches(self, other: "Geometry", atol: float = 1e-4) -> bool:
+        return (
+            self.ndim == other.ndim
+            and np.allclose(self.spacing, other.spacing, atol=atol)
+            and np.allclose(self.display_affine(), other.display_affine(), atol=atol)
+        )

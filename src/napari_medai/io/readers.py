@@ -1,0 +1,312 @@
+"""Readers for NIfTI, DICOM (file or single-series folder), PNG, JPEG and TIFF.
+
+Every reader returns a :class:`LoadedImage` with the array in napari order and its :class:`Geometry`.
+Bad input raises :class:`MedaiError` with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import MedaiError
+from ..runtime.memory import ensure_fits, estimate_bytes
+from .geometry import Geometry
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# LPS -> RAS flips the first two world axes.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class LoadedImage:
+    """An image or volume in napari axis order, with geometry and where it came from."""
+
+    data: np.ndarray
+    geometry: Geometry
+    source: str
+    modality: Optional[str] = None
+    rgb: bool = False
+    info: dict = field(default_factory=dict)  # non-identifying extras (never patient names or IDs)
+
+    @property
+    def spatial_shape(self) -> tuple:
+        return self.data.shape[:-1] if self.rgb else self.data.shape
+
+    def layer_kwargs(self) -> dict:
+        from ..runtime.provenance import attach_provenance
+
+        name = Path(self.source.rstrip("/")).name
+        for suffix in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+        record = {"source": self.source, "geometry": self.geometry.to_dict(), "modality": self.modality}
+        kwargs = {"name": name, "metadata": attach_provenance({}, record), "rgb": self.rgb}
+        kwargs.update(self.geometry.layer_kwargs())
+        if self.modality == "CT":
+            kwargs["contrast_limits"] = (-200.0, 250.0)  # a liver window; users change it freely
+        return kwargs
+
+
+def suffix_of(path: "str | os.PathLike") -> str:
+    name = str(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def can_read(path: "str | os.PathLike") -> bool:
+    path = Path(path)
+    if path.is_dir():
+        return True
+    return suffix_of(path) in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES) or _looks_like_dicom(path)
+
+
+def load_image(path: "str | os.PathLike") -> LoadedImage:
+    """Read any supported file or DICOM series folder."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MedaiError(f"{path} does not exist; check the path")
+    if path.is_dir():
+        return _read_dicom_folder(path)
+    if path.stat().st_size == 0:
+        raise MedaiError(f"{path} is an empty file (0 bytes); re-export or re-copy it")
+    suffix = suffix_of(path)
+    if suffix in NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    if suffix in RASTER_SUFFIXES:
+        return _read_raster(path)
+    if suffix in DICOM_SUFFIXES or _looks_like_dicom(path):
+        return _read_dicom_file(path)
+    raise MedaiError(
+        f"{path.name}: unsupported file type '{suffix or 'none'}'; use NIfTI, DICOM, PNG, JPEG or TIFF"
+    )
+
+
+def _refuse_non_finite(data: np.ndarray, path: Path) -> None:
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise MedaiError(f"{path.name} has {bad} NaN or infinite values; fix or mask them before processing")
+
+
+# ---------------------------------------------------------------------------------------- NIfTI
+def _read_nifti(path: Path) -> LoadedImage:
+    import nibabel as nib
+
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"\x1f\x8b":
+                raise MedaiError(f"{path.name} is named .gz but is not gzip-compressed; rename it to .nii or re-export it")
+    try:
+        image = nib.load(str(path))
+        shape = tuple(int(s) for s in image.shape)
+        dtype = image.get_data_dtype()
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
+        raise MedaiError(f"{path.name} is not a readable NIfTI file ({_short(exc)}); re-export it") from None
+    ensure_fits(estimate_bytes(shape, np.float32 if dtype.kind == "f" else dtype), f"reading {path.name} {shape}")
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3):
+        raise MedaiError(
+            f"{path.name} has shape {tuple(image.shape)}; only 2-D images and 3-D volumes are supported, "
+            "so split time points or channels into separate 3-D files"
+        )
+    try:
+        data = np.asanyarray(image.dataobj).reshape(shape)
+    except (OSError, EOFError, ValueError, gzip.BadGzipFile, Exception) as exc:  # truncated data
+        raise MedaiError(f"{path.name} is truncated or corrupt ({_short(exc)}); re-export or re-copy it") from None
+    if len(shape) == 2:
+        data = data[:, :, None]
+    _refuse_non_finite(data, path)
+    # nibabel's voxel order is (i, j, k); napari's is (k, j, i).
+    data = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    affine = np.asarray(image.affine, dtype=float).copy()
+    affine[:, :3] = affine[:, [2, 1, 0]]
+    try:
+        geometry = Geometry.from_affine_ras(affine)
+    except (ValueError, np.linalg.LinAlgError):
+        raise MedaiError(f"{path.name} has a degenerate affine (zero voxel size); fix its header") from None
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    modality = "CT" if data.dtype.kind in "iuf" and data.size and float(data.min()) <= -500 else None
+    return LoadedImage(data, geometry, str(path), modality=modality)
+
+
+# ---------------------------------------------------------------------------------------- rasters
+def _read_raster(path: Path) -> LoadedImage:
+    suffix = suffix_of(path)
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:
+                series = tif.series[0]
+                ensure_fits(estimate_bytes(series.shape, series.dtype), f"reading {path.name} {series.shape}")
+                data = series.asarray()
+        else:
+            import imageio.v3 as iio
+
+            data = np.asarray(iio.imread(str(path)))
+    except MedaiError:
+        raise
+    except Exception as exc:  # imageio/tifffile raise many types for corrupt files
+        raise MedaiError(f"{path.name} is not a readable {suffix[1:].upper()} image ({_short(exc)}); re-export it") from None
+    _refuse_non_finite(data, path)
+    rgb = False
+    # A trailing axis of 3-4 on a larger image is colour (RGB ultrasound screenshots); (3, H, W) is a stack.
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        data = data[..., :3]
+        if np.array_equal(data[..., 0], data[..., 1]) and np.array_equal(data[..., 0], data[..., 2]):
+            data = np.ascontiguousarray(data[..., 0])  # grey stored as RGB
+        else:
+            rgb = True
+    spatial = data.ndim - (1 if rgb else 0)
+    if spatial not in (2, 3) or min(data.shape[:spatial]) < 1:
+        raise MedaiError(f"{path.name} has shape {data.shape}; expected a 2-D image or a 3-D stack")
+    modality = "US" if rgb or "us" in path.parent.name.lower() else None
+    return LoadedImage(data, Geometry.identity(spatial), str(path), modality=modality, rgb=rgb)
+
+
+# ---------------------------------------------------------------------------------------- DICOM
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_pixels(ds, path: Path) -> np.ndarray:
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for missing/compressed/corrupt pixel data
+        raise MedaiError(f"{path.name}: cannot decode DICOM pixel data ({_short(exc)}); re-export it uncompressed") from None
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    if slope != 1 or intercept != 0:
+        pixels = pixels.astype(np.float32) * slope + intercept
+        if np.allclose(pixels, np.round(pixels)) and pixels.min() >= -32768 and pixels.max() <= 32767:
+            pixels = pixels.astype(np.int16)
+    return pixels
+
+
+def _dicom_info(ds) -> dict:
+    # Only acquisition facts; never patient names, IDs, dates of birth or institution.
+    keys = ("Modality", "Manufacturer", "SeriesDescription", "KVP", "ConvolutionKernel")
+    return {k: str(getattr(ds, k)) for k in keys if hasattr(ds, k)}
+
+
+def _read_dicom_file(path: Path) -> LoadedImage:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise MedaiError(f"{path.name} is not a readable DICOM file ({_short(exc)}); check the file") from None
+    pixels = _dicom_pixels(ds, path)
+    rgb = getattr(ds, "PhotometricInterpretation", "") in ("RGB", "YBR_FULL", "YBR_FULL_422") and pixels.shape[-1] == 3
+    spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
+    spatial = pixels.ndim - (1 if rgb else 0)
+    if spatial == 3:  # multi-frame (cine); frame spacing is not a distance
+        geometry = Geometry.identity(3, (1.0, spacing[0], spacing[1]))
+    elif spatial == 2:
+        geometry = Geometry.identity(2, spacing)
+    else:
+        raise MedaiError(f"{path.name} has pixel data of shape {pixels.shape}; expected 2-D or multi-frame")
+    return LoadedImage(pixels, geometry, str(path), modality=getattr(ds, "Modality", None), rgb=rgb, info=_dicom_info(ds))
+
+
+def _read_dicom_folder(folder: Path) -> LoadedImage:
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise MedaiError(f"folder {folder} is empty; give a folder holding one DICOM series")
+    headers, skipped = [], []
+    for file in files:
+        try:
+            ds = pydicom.dcmread(str(file), stop_before_pixels=True)
+            if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+                headers.append((file, ds))
+            else:
+                skipped.append(file.name)
+        except Exception:
+            skipped.append(file.name)
+    if not headers:
+        raise MedaiError(f"folder {folder} holds no DICOM images with positions; give a folder with one CT/MR series")
+    series = {}
+    for file, ds in headers:
+        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((file, ds))
+    if len(series) > 1:
+        sizes = ", ".join(f"{uid[-12:]} ({len(v)} files)" for uid, v in series.items())
+        raise MedaiError(f"folder {folder} holds {len(series)} DICOM series [{sizes}]; put each series in its own folder")
+    slices = next(iter(series.values()))
+    orientation = np.array([float(v) for v in slices[0][1].ImageOrientationPatient])
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
+    order = np.argsort(positions @ normal)
+    slices = [slices[i] for i in order]
+    positions = positions[order]
+    distances = positions @ normal
+    pixel_spacing = [float(v) for v in getattr(slices[0][1], "PixelSpacing", [1.0, 1.0])]
+    rows, cols = int(slices[0][1].Rows), int(slices[0][1].Columns)
+    ensure_fits(estimate_bytes((len(slices), rows, cols), np.float32), f"reading DICOM series {folder.name}")
+    if len(slices) > 1:
+        gaps = np.diff(distances)
+        slice_spacing = float(np.median(gaps))
+        if slice_spacing <= 0:
+            raise MedaiError(f"folder {folder} has several slices at the same position; remove duplicates")
+        if np.max(np.abs(gaps - slice_spacing)) > 0.1 * slice_spacing:
+            raise MedaiError(
+                f"folder {folder}: slice gaps vary from {gaps.min():.2f} to {gaps.max():.2f} mm (missing slices?); "
+                "complete the series or resample it"
+            )
+        step = positions[1] - positions[0]
+        tilt = np.degrees(np.arccos(min(1.0, abs(step @ normal) / np.linalg.norm(step))))
+        if tilt > 0.5:
+            warnings.warn(f"{folder.name}: gantry tilt of {tilt:.1f} degrees; slices are sheared", stacklevel=2)
+            slice_axis = step  # keep the true (sheared) slice direction
+        else:
+            slice_axis = normal * slice_spacing
+    else:
+        thickness = float(getattr(slices[0][1], "SliceThickness", 1.0) or 1.0)
+        slice_axis = normal * thickness
+    volume = np.empty((len(slices), rows, cols), dtype=np.float32)
+    integer = True
+    for index, (file, _) in enumerate(slices):
+        try:
+            ds = pydicom.dcmread(str(file))
+        except Exception as exc:
+            raise MedaiError(f"{file.name} in {folder} is corrupt ({_short(exc)}); remove or replace that slice") from None
+        pixels = _dicom_pixels(ds, file)
+        if pixels.shape != (rows, cols):
+            raise MedaiError(f"{file.name} has shape {pixels.shape}, the series {rows}x{cols}; remove the odd file")
+        integer &= pixels.dtype.kind in "iu"
+        volume[index] = pixels
+    if integer and volume.min() >= -32768 and volume.max() <= 32767:
+        volume = volume.astype(np.int16)
+    # Array index (k, row, col) -> LPS: col steps along row_dir, row steps along col_dir.
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = slice_axis
+    affine_lps[:3, 1] = col_dir * pixel_spacing[0]
+    affine_lps[:3, 2] = row_dir * pixel_spacing[1]
+    affine_lps[:3, 3] = positions[0]
+    affine_ras = affine_lps.copy()
+    affine_ras[:3] = _LPS_TO_RAS @ affine_lps[:3]
+    info = _dicom_info(slices[0][1])
+    if skipped:
+        info["skipped_files"] = len(skipped)
+    return LoadedImage(volume, Geometry.from_affine_ras(affine_ras), str(folder), modality=info.get("Modality"), info=info)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]

@@ -1,0 +1,113 @@
+"""Writers: NIfTI (keeps the affine), TIFF (float32), PNG/JPEG (8-bit).
+
+Every write goes to a temporary file beside the target and is renamed into place, so a failed or
+cancelled job never leaves a half-written output. Writing over an input is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from ..errors import MedaiError
+from .geometry import Geometry
+from .readers import NIFTI_SUFFIXES, suffix_of
+
+WRITABLE = (*NIFTI_SUFFIXES, ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def check_output_path(out_path: "str | os.PathLike", inputs: Iterable["str | os.PathLike"] = ()) -> Path:
+    """Validate an output path before any work starts (so a bad path fails fast)."""
+    out = Path(out_path).expanduser()
+    if suffix_of(out) not in WRITABLE:
+        raise MedaiError(f"cannot write '{out.name}': use .nii, .nii.gz, .tif, .png or .jpg as the output suffix")
+    for source in inputs:
+        source = Path(source).expanduser()
+        if source.exists() and (out.resolve() == source.resolve() or (out.exists() and out.samefile(source))):
+            raise MedaiError(f"output {out} is the input file; choose another output path (inputs are never overwritten)")
+    if out.is_dir():
+        raise MedaiError(f"output {out} is a folder; give a file name such as {out / 'result.nii.gz'}")
+    if not out.parent.exists():
+        raise MedaiError(f"output folder {out.parent} does not exist; create it first")
+    return out
+
+
+def to_uint8(data: np.ndarray) -> np.ndarray:
+    """8-bit for PNG/JPEG: [0,1] floats scale by 255, integer labels stay, other ranges min-max."""
+    if data.dtype == np.uint8:
+        return data
+    array = np.asarray(data, dtype=np.float64)
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+    if data.dtype.kind in "iu" and lo >= 0 and hi <= 255:
+        return array.astype(np.uint8)
+    if not (lo >= 0 and hi <= 1):
+        array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+    return np.clip(np.round(array * 255), 0, 255).astype(np.uint8)
+
+
+def save_image(
+    out_path: "str | os.PathLike",
+    data: np.ndarray,
+    geometry: Optional[Geometry] = None,
+    *,
+    inputs: Iterable["str | os.PathLike"] = (),
+    rgb: bool = False,
+) -> Path:
+    """Write ``data`` (napari order) atomically; NIfTI gets ``geometry``'s RAS affine."""
+    out = check_output_path(out_path, inputs)
+    suffix = suffix_of(out)
+    data = np.asarray(data)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".part{suffix}", dir=out.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            _write_nifti(tmp, data, geometry)
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(str(tmp), data, photometric="rgb" if rgb else None)
+        else:
+            import imageio.v3 as iio
+
+            if data.ndim - (1 if rgb else 0) != 2:
+                raise MedaiError(f"{out.name}: PNG/JPEG hold 2-D images only; write volumes as .nii.gz or .tif")
+            iio.imwrite(str(tmp), to_uint8(data), extension=suffix)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _write_nifti(path: Path, data: np.ndarray, geometry: Optional[Geometry]) -> None:
+    import nibabel as nib
+
+    if data.ndim == 2:
+        data = data[None]
+        geometry = None if geometry is None or geometry.ndim != 2 else _lift_2d(geometry)
+    if data.ndim != 3:
+        raise MedaiError(f"NIfTI output takes 2-D or 3-D arrays, got shape {data.shape}")
+    geometry = geometry or Geometry.identity(3)
+    affine = geometry.affine_ras()
+    # Back from napari (k, j, i) to NIfTI (i, j, k).
+    file_affine = affine.copy()
+    file_affine[:, :3] = affine[:, [2, 1, 0]]
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(data, (2, 1, 0))), file_affine)
+    image.set_qform(file_affine, code=1)
+    image.set_sform(file_affine, code=1)
+    nib.save(image, str(path))
+
+
+def _lift_2d(geometry: Geometry) -> Geometry:
+    orientation = np.eye(3)
+    orientation[1:, 1:] = geometry.orientation
+    return Geometry((1.0, *geometry.spacing), (0.0, *geometry.origin), orientation)

@@ -1,0 +1,80 @@
+"""Provenance records stored under ``layer.metadata["napari_medai"]``.
+
+Each result says which tool, model (name, version, weights SHA-256), parameters, device, time and input
+geometry produced it. Our key is the only one we touch, so other plugins' metadata survives.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+METADATA_KEY = "napari_medai"
+RESEARCH_NOTICE = "Research use only - not a medical device."
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples to plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def make_provenance(
+    tool: str,
+    *,
+    parameters: Optional[Mapping[str, Any]] = None,
+    device: Any = None,
+    seconds: Optional[float] = None,
+    model: Any = None,
+    input_shape: Optional[tuple] = None,
+    geometry: Any = None,
+    source: Optional[str] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> dict:
+    """Build a JSON-serialisable provenance record for one result."""
+    from .._version import __version__
+
+    record: dict[str, Any] = {
+        "tool": tool,
+        "package": "napari-medai",
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": _jsonable(dict(parameters or {})),
+        "device": None if device is None else str(device),
+        "seconds": None if seconds is None else round(float(seconds), 4),
+        "input_shape": None if input_shape is None else [int(s) for s in input_shape],
+        "python": platform.python_version(),
+        "notice": RESEARCH_NOTICE,
+    }
+    if model is not None:
+        record["model"] = {
+            "name": getattr(model, "name", str(model)),
+            "version": getattr(model, "version", None),
+            "sha256": getattr(model, "sha256", None),
+        }
+    if geometry is not None:
+        record["geometry"] = geometry.to_dict() if hasattr(geometry, "to_dict") else _jsonable(geometry)
+    if source is not None:
+        record["source"] = str(source)
+    if extra:
+        record.update(_jsonable(dict(extra)))
+    return record
+
+
+def attach_provenance(metadata: Optional[Mapping[str, Any]], record: Mapping[str, Any]) -> dict:
+    """Return a copy of ``metadata`` with ``record`` merged under our key; other keys are untouched."""
+    merged = dict(metadata or {})
+    ours = dict(merged.get(METADATA_KEY) or {})
+    ours.update(record)
+    merged[METADATA_KEY] = ours
+    return merged
