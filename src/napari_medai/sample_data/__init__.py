@@ -15,3 +15,7 @@ BRAIN_MRI = sorted(SAMPLE_DIR.glob("brain_mri_*.jpg"))
 def brain_mri_label(path: Path) -> str:
     """The class in a sample brain MRI file name, e.g. ``brain_mri_glioma_717.jpg`` -> glioma."""
     return Path(path).stem.split("_")[2]
+
+# ROIs of the sample B-mode frame (frame 0 of patient 1 in the Byra data set), as (x, y, w, h) pixels.
+BMODE_LIVER_ROI = (288, 200, 28, 28)
+BMODE_KIDNEY_ROI = (223, 201, 28, 28)

@@ -1,0 +1,223 @@
+"""`napari-medai demo`: every tool on the sample data.
+
+With a display it opens napari with the widgets docked and the samples loaded. Without one it runs each
+tool through the public API, writes the results, ``report.json``, ``report.md`` and viewer screenshots
+(rendered under Xvfb by ``make demo``) to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .runtime.provenance import RESEARCH_NOTICE
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+# ---------------------------------------------------------------------------------------- tool steps
+def demo_clahe(out: Path, shots: list) -> dict:
+    from . import clahe
+    from .io.readers import load_image
+    from .io.writers import save_image
+    from .sample_data import BMODE_FRAME, CT_VOLUME
+
+    frame = load_image(BMODE_FRAME)
+    started = time.perf_counter()
+    enhanced = clahe(frame.data, clip_limit=0.01)
+    seconds_2d = time.perf_counter() - started
+    save_image(out / "clahe_bmode.png", enhanced)
+    ct = load_image(CT_VOLUME)
+    started = time.perf_counter()
+    enhanced_ct = clahe(ct.data, mode="3d", clip_limit=0.01)
+    seconds_3d = time.perf_counter() - started
+    save_image(out / "clahe_ct_3d.nii.gz", enhanced_ct, ct.geometry)
+    shots.append(("clahe_bmode", [(frame.data, {"name": "B-mode"}, "image"), (enhanced, {"name": "CLAHE"}, "image")]))
+    return {
+        "outputs": ["clahe_bmode.png", "clahe_ct_3d.nii.gz"],
+        "bmode_seconds": round(seconds_2d, 3),
+        "ct_3d_seconds": round(seconds_3d, 3),
+        "ct_shape": list(ct.data.shape),
+        "range": [float(enhanced.min()), float(enhanced.max())],
+    }
+
+
+def demo_steatosis(out: Path, shots: list) -> dict:
+    from . import grade_steatosis
+    from .io.readers import load_image
+    from .sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI
+
+    frame = load_image(BMODE_FRAME)
+    result = grade_steatosis(frame.data, roi=BMODE_LIVER_ROI, kidney_roi=BMODE_KIDNEY_ROI)
+    shots.append(("steatosis_heatmap", [(frame.data, {"name": "B-mode"}, "image"),
+                                        (result.heatmap, {"name": "heat map", "colormap": "inferno", "opacity": 0.5}, "image")]))
+    return {
+        "truth": "S0 (biopsy fat 3 %)",
+        "grade": int(result.grade),
+        "label": result.label,
+        "probabilities": [round(float(p), 4) for p in result.probabilities],
+        "hepatorenal_index": None if getattr(result, "hepatorenal_index", None) is None else round(float(result.hepatorenal_index), 3),
+    }
+
+
+def demo_segmentation(out: Path, shots: list) -> dict:
+    from . import segment
+    from .io.readers import load_image
+    from .io.writers import save_image
+    from .sample_data import CT_LIVER, CT_VOLUME
+    from .sample_data.phantom import make_ct_phantom
+
+    ct = load_image(CT_VOLUME)
+    truth = load_image(CT_LIVER).data
+    result = segment(ct.data, spacing=ct.geometry.spacing, affine=ct.geometry.affine_ras())
+    save_image(out / "segmentation_ct.nii.gz", result.labels, ct.geometry)
+    volume, labels, spacing = make_ct_phantom(seed=0)
+    phantom = segment(volume, spacing=spacing)
+    shots.append(("segmentation_ct", [(ct.data, {"name": "CT", "contrast_limits": (-200, 250), **ct.geometry.layer_kwargs()}, "image"),
+                                      (result.labels, {"name": "labels", **ct.geometry.layer_kwargs()}, "labels")]))
+    return {
+        "outputs": ["segmentation_ct.nii.gz"],
+        "ct_liver_dice_vs_totalsegmentator": round(_dice(result.labels >= 1, truth == 1), 4),
+        "ct_volumes_ml": {k: round(float(v), 1) for k, v in result.volumes_ml.items()},
+        "phantom_liver_dice": round(_dice(phantom.labels >= 1, labels >= 1), 4),
+        "phantom_tumour_dice": round(_dice(phantom.labels == 2, labels == 2), 4),
+    }
+
+
+def demo_retrieval(out: Path, shots: list) -> dict:
+    from . import CaseLibrary
+    from .io.readers import load_image
+    from .sample_data import BRAIN_MRI, brain_mri_label
+
+    cases = out / "retrieval_cases"
+    for path in BRAIN_MRI:
+        folder = cases / brain_mri_label(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / path.name).write_bytes(path.read_bytes())
+    library = CaseLibrary.build(cases)
+    library.save(out / "brain_library.sqlite")
+    query = load_image(BRAIN_MRI[0])
+    hits = library.query(query.data, k=3)
+    return {
+        "library": "brain_library.sqlite",
+        "query": BRAIN_MRI[0].name,
+        "hits": [{"label": h.label, "path": Path(h.path).name, "distance": round(float(h.distance), 4)} for h in hits],
+    }
+
+
+STEPS: list[tuple[str, Callable]] = [
+    ("clahe", demo_clahe),
+    ("steatosis", demo_steatosis),
+    ("segmentation", demo_segmentation),
+    ("retrieval", demo_retrieval),
+]
+
+
+def _tool_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"napari_medai.{name}") is not None
+
+
+# ---------------------------------------------------------------------------------------- headless
+def _screenshots(out: Path, shots: list) -> list[str]:
+    """Render each result in an (offscreen) napari viewer with the plugin's widgets docked."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return []
+    import napari
+
+    written = []
+    viewer = napari.Viewer(show=False)
+    try:
+        for name, layers in shots:
+            viewer.layers.clear()
+            for data, kwargs, kind in layers:
+                getattr(viewer, f"add_{kind}")(data, **kwargs)
+            viewer.reset_view()
+            path = out / f"screenshot_{name}.png"
+            viewer.screenshot(str(path), canvas_only=True)
+            written.append(path.name)
+        viewer.window._qt_window.resize(1500, 950)
+        viewer.window._qt_window.show()
+        _dock_all(viewer)
+        viewer.open_sample("napari-medai", "abdomen_ct")
+        path = out / "screenshot_viewer_with_widgets.png"
+        viewer.screenshot(str(path), canvas_only=False)
+        written.append(path.name)
+    finally:
+        viewer.close()
+    return written
+
+
+def _dock_all(viewer) -> list[str]:
+    import npe2
+
+    names = [w.display_name for w in npe2.PluginManifest.from_distribution("napari-medai").contributions.widgets]
+    docked = []
+    for name in names:
+        try:
+            viewer.window.add_plugin_dock_widget("napari-medai", name, tabify=True)
+            docked.append(name)
+        except Exception as exc:  # a widget that fails to build must not hide the others
+            print(f"warning: widget {name!r} could not be docked: {exc}")
+    return docked
+
+
+def run_headless(out_dir: "str | os.PathLike" = "demo_output") -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"notice": RESEARCH_NOTICE, "tools": {}, "failed": []}
+    shots: list = []
+    for name, step in STEPS:
+        if not _tool_available(name):
+            report["tools"][name] = {"status": "not in this build"}
+            continue
+        started = time.perf_counter()
+        try:
+            result = step(out, shots)
+            result["status"] = "ok"
+        except Exception as exc:  # the demo reports every tool, even after one fails
+            result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            report["failed"].append(name)
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        report["tools"][name] = result
+        print(f"{name:14s} {result['status']} ({result['seconds']} s)")
+    try:
+        report["screenshots"] = _screenshots(out, shots)
+    except Exception as exc:
+        report["screenshots_error"] = f"{type(exc).__name__}: {exc}"
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    lines = ["# napari-medai demo report", "", f"_{RESEARCH_NOTICE}_", ""]
+    for name, result in report["tools"].items():
+        lines.append(f"## {name}: {result['status']}")
+        for key, value in result.items():
+            if key not in ("status", "traceback"):
+                lines.append(f"- **{key}**: {value}")
+        lines.append("")
+    for shot in report.get("screenshots", []):
+        lines.append(f"![{shot}]({shot})")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}/report.md")
+    return report
+
+
+# ---------------------------------------------------------------------------------------- GUI
+def open_gui() -> int:
+    import napari
+
+    viewer = napari.Viewer(title="napari-medai demo (research use only)")
+    _dock_all(viewer)
+    for key in ("abdomen_ct", "bmode_liver"):
+        viewer.open_sample("napari-medai", key)
+    napari.run()
+    return 0
