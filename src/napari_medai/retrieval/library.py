@@ -1,0 +1,662 @@
+"""A library of labelled cases, searchable by image similarity (Euclidean distance between
+embedder descriptors).
+
+    lib = CaseLibrary.build("cases/")          # one sub-folder per class, or a CSV path,label[,patient_id]
+    hits = lib.query(image, k=10)              # nearest first: hit.label, hit.path, hit.distance
+    lib.save("cases.medlib"); lib = CaseLibrary.load("cases.medlib")
+
+Storage: one SQLite file. Table ``cases`` holds case id, label, path, patient id (only when the
+user supplied one), slice / ROI, a PNG thumbnail and the descriptor (float32 blob); table ``meta``
+holds the embedder's name and SHA-256, the descriptor size and the creation time. A library is
+only ever queried with the embedder that built it.
+
+Search: exact (faiss ``IndexFlatL2``, or numpy when faiss is missing) by default; above
+``hnsw_threshold`` cases an HNSW graph (faiss ``IndexHNSWFlat``) is built on first query.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import MedaiError
+from ..runtime.progress import check_stop
+from .embedder import Embedder, get_embedder
+from .preprocess import to_gray
+
+FORMAT_VERSION = "1"
+THUMB_SIZE = 96
+HNSW_THRESHOLD = 200_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
+HNSW_EF_SEARCH = 128
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm", ".dicom", ".ima")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Hit:
+    """One retrieved case."""
+
+    case_id: int
+    label: str
+    path: str
+    distance: float
+    rank: int = 0
+    patient_id: Optional[str] = None
+    slice_index: Optional[int] = None
+    roi: Optional[tuple] = None
+    thumbnail_png: Optional[bytes] = field(default=None, repr=False)
+
+    @property
+    def thumbnail(self) -> Optional[np.ndarray]:
+        """The stored thumbnail as a uint8 array (THUMB_SIZE x THUMB_SIZE), or None."""
+        if not self.thumbnail_png:
+            return None
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(self.thumbnail_png)))
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "case_id": self.case_id,
+            "label": self.label,
+            "path": self.path,
+            "distance": round(float(self.distance), 6),
+            "patient_id": self.patient_id,
+            "slice": self.slice_index,
+            "roi": list(self.roi) if self.roi else None,
+        }
+
+
+@dataclass
+class CaseEntry:
+    """A case to add: an image file / DICOM folder, its label, and optionally patient id, slice, ROI."""
+
+    path: str
+    label: str
+    patient_id: Optional[str] = None
+    slice_index: Optional[int] = None
+    roi: Optional[tuple] = None  # (x, y, w, h) in pixels, x = column
+
+
+def vote(hits: Sequence[Hit]) -> list[tuple[str, int, float]]:
+    """Label vote over hits: [(label, count, fraction)], most frequent first (ties: nearer first)."""
+    if not hits:
+        return []
+    counts = Counter(h.label for h in hits)
+    best = {}
+    for h in hits:
+        best.setdefault(h.label, h.rank)
+    order = sorted(counts, key=lambda lab: (-counts[lab], best[lab]))
+    return [(lab, counts[lab], counts[lab] / len(hits)) for lab in order]
+
+
+# --------------------------------------------------------------------------------------------
+def parse_roi(roi: Any) -> Optional[tuple]:
+    if roi is None or roi == "":
+        return None
+    if isinstance(roi, str):
+        try:
+            roi = [int(round(float(v))) for v in roi.replace(";", ",").split(",")]
+        except ValueError:
+            raise MedaiError(f"ROI {roi!r} is not X,Y,W,H; give four numbers in pixels") from None
+    roi = tuple(int(v) for v in roi)
+    if len(roi) != 4 or roi[2] <= 0 or roi[3] <= 0:
+        raise MedaiError(f"ROI {roi} is not X,Y,W,H with positive width and height")
+    return roi
+
+
+def crop_roi(image2d: np.ndarray, roi: Optional[tuple]) -> np.ndarray:
+    if roi is None:
+        return image2d
+    x, y, w, h = roi
+    H, W = image2d.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        raise MedaiError(f"ROI {roi} lies outside the {W}x{H} image or is smaller than 4 pixels; redraw it")
+    return image2d[y0:y1, x0:x1]
+
+
+def select_planes(data: np.ndarray, rgb: bool, slice_index: Optional[int], volumes: str) -> list[tuple[Optional[int], np.ndarray]]:
+    """[(slice index or None, 2D image)] for an image or a volume (z, y, x)."""
+    a = np.asarray(data)
+    if rgb or a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4):
+        return [(None, to_gray(a))]
+    if a.ndim == 4 and a.shape[-1] in (3, 4):
+        a = a[..., :3].mean(-1)
+    if a.ndim != 3:
+        raise MedaiError(f"cannot take 2D cases from an array of shape {a.shape}; give 2D images or 3D volumes")
+    if slice_index is not None:
+        if not -a.shape[0] <= slice_index < a.shape[0]:
+            raise MedaiError(f"slice {slice_index} is outside the volume's {a.shape[0]} slices")
+        return [(int(slice_index) % a.shape[0], a[slice_index].astype(np.float32))]
+    if volumes == "all":
+        return [(i, a[i].astype(np.float32)) for i in range(a.shape[0])]
+    if volumes == "middle":
+        i = a.shape[0] // 2
+        return [(i, a[i].astype(np.float32))]
+    raise MedaiError(f"volumes={volumes!r}; use 'middle' or 'all'")
+
+
+def _is_image_path(p: Path) -> bool:
+    name = p.name.lower()
+    if name.startswith("."):
+        return False
+    if p.is_dir():
+        return any(f.suffix.lower() in (".dcm", ".dicom", ".ima") or f.suffix == "" for f in p.iterdir() if f.is_file())
+    return any(name.endswith(s) for s in _IMAGE_SUFFIXES)
+
+
+def entries_from_source(source: Any) -> list[CaseEntry]:
+    """Case entries from a folder (one sub-folder per class), a CSV, or a list of CaseEntry."""
+    if isinstance(source, (list, tuple)):
+        out = []
+        for e in source:
+            if isinstance(e, CaseEntry):
+                out.append(e)
+            elif isinstance(e, dict):
+                out.append(CaseEntry(str(e["path"]), str(e["label"]), e.get("patient_id"), e.get("slice"), parse_roi(e.get("roi"))))
+            else:
+                path, label = e[0], e[1]
+                out.append(CaseEntry(str(path), str(label), *(list(e[2:3]) or [None])))
+        return out
+    src = Path(str(source)).expanduser()
+    if not src.exists():
+        raise MedaiError(f"{src} does not exist; give a folder with one sub-folder per class, or a CSV")
+    if src.is_file():
+        if src.suffix.lower() != ".csv":
+            raise MedaiError(f"{src} is not a CSV; give a folder with one sub-folder per class, or a CSV (path,label[,patient_id])")
+        return _entries_from_csv(src)
+    entries = []
+    class_dirs = sorted(d for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for d in class_dirs:
+        for p in sorted(d.iterdir(), key=lambda q: _natural_key(q.name)):
+            if _is_image_path(p):
+                entries.append(CaseEntry(str(p.resolve()), d.name))
+    if not entries:
+        raise MedaiError(
+            f"no images found in sub-folders of {src}; put each class's images in its own sub-folder "
+            "(e.g. cases/glioma/*.png) or give a CSV with path,label"
+        )
+    return entries
+
+
+def _natural_key(name: str):
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _entries_from_csv(path: Path) -> list[CaseEntry]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "path" not in cols or "label" not in cols:
+            raise MedaiError(f"{path} needs the columns path and label (optional: patient_id, slice, roi); found {cols}")
+        entries = []
+        for i, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            if not row.get("path"):
+                continue
+            p = Path(row["path"]).expanduser()
+            if not p.is_absolute():
+                p = (path.parent / p).resolve()
+            if not row.get("label"):
+                raise MedaiError(f"{path} line {i}: empty label; give every case a label")
+            sl = row.get("slice", "")
+            try:
+                sl = int(sl) if sl != "" else None
+            except ValueError:
+                raise MedaiError(f"{path} line {i}: slice {sl!r} is not an integer") from None
+            entries.append(CaseEntry(str(p), row["label"], row.get("patient_id") or None, sl, parse_roi(row.get("roi"))))
+    if not entries:
+        raise MedaiError(f"{path} lists no cases; add rows path,label")
+    return entries
+
+
+def _thumbnail_png(prepared: np.ndarray) -> bytes:
+    from PIL import Image
+
+    from .preprocess import resize_area
+
+    t = resize_area(prepared, THUMB_SIZE)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(t * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+class CaseLibrary:
+    """Labelled cases with descriptors; exact or HNSW nearest-neighbour search."""
+
+    def __init__(self, embedder: Any = None, *, index: str = "auto", hnsw_threshold: int = HNSW_THRESHOLD):
+        self.embedder: Embedder = get_embedder(embedder)
+        if index not in ("auto", "flat", "hnsw", "numpy"):
+            raise MedaiError(f"index={index!r}; use auto, flat, hnsw or numpy")
+        self.index_kind = index
+        self.hnsw_threshold = int(hnsw_threshold)
+        self.created = _now()
+        self.path: Optional[Path] = None
+        self._vectors = np.empty((0, self.embedder.dim), np.float32)
+        self._ids = np.empty(0, np.int64)
+        self._alive = np.empty(0, bool)
+        self._meta: dict[int, dict] = {}
+        self._next_id = 1
+        self._index = None
+        self._index_used: Optional[str] = None
+        self._index_n = 0  # number of positions in the index
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        source: Any,
+        *,
+        embedder: Any = None,
+        progress=None,
+        should_stop=None,
+        volumes: str = "middle",
+        index: str = "auto",
+        hnsw_threshold: int = HNSW_THRESHOLD,
+    ) -> "CaseLibrary":
+        """Build from a folder (one sub-folder per class), a CSV (path, label[, patient_id, slice, roi])
+        or a list of :class:`CaseEntry`. ``volumes``: for 3D inputs without a ``slice``, take the
+        middle slice ("middle") or one case per slice ("all")."""
+        lib = cls(embedder, index=index, hnsw_threshold=hnsw_threshold)
+        lib.add(source, progress=progress, should_stop=should_stop, volumes=volumes)
+        return lib
+
+    def add(self, source: Any, *, progress=None, should_stop=None, volumes: str = "middle", batch: int = 64) -> list[int]:
+        """Add cases from a folder, CSV or list of :class:`CaseEntry`; returns the new case ids."""
+        from ..io.readers import load_image
+
+        entries = entries_from_source(source)
+        n = len(entries)
+        new_ids: list[int] = []
+        pending: list[tuple[CaseEntry, Optional[int], np.ndarray]] = []
+        for i, e in enumerate(entries):
+            check_stop(should_stop)
+            img = load_image(e.path)
+            for sl, plane in select_planes(img.data, img.rgb, e.slice_index, volumes):
+                pending.append((CaseEntry(e.path, e.label, e.patient_id, sl, e.roi), sl, crop_roi(plane, e.roi)))
+            if len(pending) >= batch or i == n - 1:
+                new_ids += self._add_planes(pending, should_stop)
+                pending = []
+            if progress is not None:
+                progress(i + 1, n)
+        return new_ids
+
+    def add_images(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[str],
+        *,
+        paths: Optional[Sequence[str]] = None,
+        patient_ids: Optional[Sequence[Optional[str]]] = None,
+        progress=None,
+        should_stop=None,
+    ) -> list[int]:
+        """Add in-memory 2D images with labels (paths are stored as given, e.g. a layer name)."""
+        if len(images) != len(labels):
+            raise MedaiError(f"{len(images)} images but {len(labels)} labels; give one label per image")
+        items = []
+        for i, (im, lab) in enumerate(zip(images, labels)):
+            p = str(paths[i]) if paths is not None else f"<image {i}>"
+            pid = patient_ids[i] if patient_ids is not None else None
+            items.append((CaseEntry(p, str(lab), pid), None, to_gray(im)))
+        ids = []
+        for s in range(0, len(items), 64):
+            ids += self._add_planes(items[s : s + 64], should_stop)
+            if progress is not None:
+                progress(min(len(items), s + 64), len(items))
+        return ids
+
+    def _add_planes(self, items, should_stop) -> list[int]:
+        if not items:
+            return []
+        check_stop(should_stop)
+        prepared = np.stack([self.embedder.prepare(p) for _, _, p in items])
+        vecs = self.embedder.embed_prepared(prepared).astype(np.float32)
+        ids = list(range(self._next_id, self._next_id + len(items)))
+        self._next_id += len(items)
+        added = _now()
+        for cid, (e, sl, _), prep in zip(ids, items, prepared):
+            self._meta[cid] = {
+                "label": str(e.label),
+                "path": str(e.path),
+                "patient_id": None if e.patient_id in (None, "") else str(e.patient_id),
+                "slice": sl,
+                "roi": e.roi,
+                "thumbnail": _thumbnail_png(prep),
+                "added": added,
+            }
+        self._append_vectors(vecs, np.asarray(ids, np.int64))
+        return ids
+
+    def _append_vectors(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+        vecs = np.ascontiguousarray(vecs, np.float32)
+        if vecs.ndim != 2 or vecs.shape[1] != self.embedder.dim:
+            raise MedaiError(f"descriptors of size {vecs.shape[-1]} do not fit this library ({self.embedder.dim})")
+        self._vectors = np.concatenate([self._vectors, vecs]) if len(self._vectors) else vecs.copy()
+        self._ids = np.concatenate([self._ids, ids])
+        self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
+        if self._index is not None:
+            wanted = self._wanted_index()
+            if wanted == self._index_used and wanted != "numpy":
+                self._index.add(vecs)
+                self._index_n += len(vecs)
+            else:
+                self._index = None
+
+    def remove(self, case_ids: Iterable[int]) -> int:
+        """Remove cases by id; returns how many were removed. Unknown ids are refused."""
+        ids = [int(c) for c in case_ids]
+        unknown = [c for c in ids if c not in self._meta]
+        if unknown:
+            raise MedaiError(f"unknown case ids {unknown[:5]}; list them with library.cases()")
+        if not ids:
+            return 0
+        mask = np.isin(self._ids, np.asarray(ids, np.int64)) & self._alive
+        self._alive[mask] = False
+        for c in ids:
+            self._meta.pop(c, None)
+        n_dead = int((~self._alive).sum())
+        # HNSW keeps tombstones (rebuilding a big graph is slow); the others compact at once.
+        if self._index_used != "hnsw" or n_dead > max(1000, 0.05 * len(self)):
+            self._compact()
+        return int(mask.sum())
+
+    def _compact(self) -> None:
+        keep = self._alive
+        self._vectors = np.ascontiguousarray(self._vectors[keep])
+        self._ids = self._ids[keep]
+        self._alive = np.ones(len(self._ids), bool)
+        self._index = None
+
+    # ---- info ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({m["label"] for m in self._meta.values()})
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def cases(self) -> list[dict]:
+        """All cases (without thumbnails), by case id."""
+        return [
+            {"case_id": c, **{k: v for k, v in m.items() if k != "thumbnail"}}
+            for c, m in sorted(self._meta.items())
+        ]
+
+    def case(self, case_id: int) -> dict:
+        if int(case_id) not in self._meta:
+            raise MedaiError(f"unknown case id {case_id}")
+        return {"case_id": int(case_id), **self._meta[int(case_id)]}
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(case ids, descriptors) of the live cases."""
+        return self._ids[self._alive], self._vectors[self._alive]
+
+    def summary(self) -> dict:
+        return {
+            "cases": len(self),
+            "labels": dict(Counter(m["label"] for m in self._meta.values())),
+            "embedder": self.embedder.name,
+            "embedder_sha256": self.embedder.sha256,
+            "dim": self.dim,
+            "created": self.created,
+            "index": self._wanted_index(),
+            "path": str(self.path) if self.path else None,
+        }
+
+    def __repr__(self) -> str:
+        return f"CaseLibrary({len(self)} cases, labels={self.labels}, embedder={self.embedder.name})"
+
+    # ---- search --------------------------------------------------------------------------
+    def _wanted_index(self) -> str:
+        if self.index_kind == "numpy":
+            return "numpy"
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            if self.index_kind == "hnsw":
+                raise MedaiError("index='hnsw' needs faiss; pip install faiss-cpu") from None
+            return "numpy"
+        if self.index_kind == "auto":
+            return "hnsw" if len(self._ids) >= self.hnsw_threshold else "flat"
+        return self.index_kind
+
+    def _get_index(self):
+        wanted = self._wanted_index()
+        if self._index is not None and self._index_used == wanted:
+            return self._index
+        self._index, self._index_used, self._index_n = None, wanted, len(self._vectors)
+        if wanted == "numpy":
+            return None
+        import faiss
+
+        d = self.dim
+        if wanted == "flat":
+            index = faiss.IndexFlatL2(d)
+        else:
+            index = faiss.IndexHNSWFlat(d, HNSW_M)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+        if len(self._vectors):
+            index.add(self._vectors)
+        self._index = index
+        return index
+
+    def search_vectors(self, q: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest live cases for descriptors q (n, dim): (distances (n, k), case ids (n, k)), nearest
+        first; Euclidean distances; ids are -1 where fewer than k cases exist."""
+        q = np.ascontiguousarray(np.atleast_2d(q), np.float32)
+        if q.shape[1] != self.dim:
+            raise MedaiError(f"query descriptor has {q.shape[1]} values, the library {self.dim}")
+        k = int(k)
+        if k < 1:
+            raise MedaiError(f"k={k}; ask for at least one neighbour")
+        n_total = len(self._vectors)
+        n_dead = int((~self._alive).sum())
+        kk = min(k + n_dead, n_total)
+        if kk == 0:
+            return np.full((len(q), k), np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        index = self._get_index()
+        if index is None:
+            from .metrics import pairwise_sq_dists
+
+            d2 = pairwise_sq_dists(q, self._vectors)
+            if n_dead:
+                d2[:, ~self._alive] = np.inf
+            pos = np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < n_total else np.tile(np.arange(n_total), (len(q), 1))
+            dsel = np.take_along_axis(d2, pos, 1)
+            o = np.argsort(dsel, axis=1, kind="stable")
+            pos, dsel = np.take_along_axis(pos, o, 1), np.take_along_axis(dsel, o, 1)
+        else:
+            if self._index_used == "hnsw":
+                index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
+            dsel, pos = index.search(q, kk)
+        D = np.full((len(q), k), np.inf, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        for r in range(len(q)):
+            p = pos[r]
+            ok = (p >= 0) & (p < n_total)
+            p, dd = p[ok], dsel[r][ok]
+            live = self._alive[p]
+            p, dd = p[live][:k], dd[live][:k]
+            D[r, : len(p)] = np.sqrt(np.maximum(dd, 0))
+            I[r, : len(p)] = self._ids[p]
+        return D, I
+
+    def embed_query(self, image: Any, *, roi: Any = None, slice_index: Optional[int] = None) -> np.ndarray:
+        """Descriptor of a query: a 2D array, a volume (with slice_index, default the middle slice),
+        or a path to an image file."""
+        rgb = False
+        if isinstance(image, (str, os.PathLike)):
+            from ..io.readers import load_image
+
+            img = load_image(image)
+            image, rgb = img.data, img.rgb
+        planes = select_planes(np.asarray(image), rgb, slice_index, "middle")
+        plane = crop_roi(planes[0][1], parse_roi(roi))
+        return self.embedder.embed_prepared(self.embedder.prepare(plane)[None])[0]
+
+    def query(self, image: Any, k: int = 10, *, roi: Any = None, slice_index: Optional[int] = None) -> list[Hit]:
+        """The k most similar cases, nearest first."""
+        if len(self) == 0:
+            raise MedaiError("the library is empty; add cases before querying")
+        vec = self.embed_query(image, roi=roi, slice_index=slice_index)
+        return self.query_vector(vec, k)
+
+    def query_vector(self, vec: np.ndarray, k: int = 10) -> list[Hit]:
+        D, I = self.search_vectors(vec[None] if vec.ndim == 1 else vec, k)
+        hits = []
+        for r, (d, cid) in enumerate(zip(D[0], I[0])):
+            if cid < 0:
+                break
+            m = self._meta[int(cid)]
+            hits.append(
+                Hit(int(cid), m["label"], m["path"], float(d), r + 1, m["patient_id"], m["slice"], m["roi"], m["thumbnail"])
+            )
+        return hits
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path: "str | os.PathLike") -> Path:
+        """Write the library to one SQLite file (atomically: temp file + rename)."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise MedaiError(f"{path} is a folder; give a file name such as cases.medlib")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".medlib-", suffix=".tmp", dir=str(path.parent))
+        os.close(fd)
+        try:
+            con = sqlite3.connect(tmp)
+            with con:
+                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+                con.execute(
+                    "CREATE TABLE cases (case_id INTEGER PRIMARY KEY, label TEXT NOT NULL, path TEXT, "
+                    "patient_id TEXT, slice INTEGER, roi TEXT, thumbnail BLOB, added TEXT, vector BLOB NOT NULL)"
+                )
+                from .. import __version__ as version
+
+                meta = {
+                    "format": "napari-medai case library",
+                    "format_version": FORMAT_VERSION,
+                    "embedder_name": self.embedder.name,
+                    "embedder_sha256": self.embedder.sha256,
+                    "dim": str(self.dim),
+                    "created": self.created,
+                    "saved": _now(),
+                    "next_id": str(self._next_id),
+                    "index": self.index_kind,
+                    "hnsw_threshold": str(self.hnsw_threshold),
+                    "napari_medai_version": str(version),
+                }
+                con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+                ids, vecs = self.vectors()
+                rows = (
+                    (
+                        int(cid),
+                        m["label"],
+                        m["path"],
+                        m["patient_id"],
+                        m["slice"],
+                        ",".join(map(str, m["roi"])) if m["roi"] else None,
+                        m["thumbnail"],
+                        m["added"],
+                        vec.tobytes(),
+                    )
+                    for cid, vec in zip(ids.tolist(), vecs)
+                    for m in (self._meta[cid],)
+                )
+                con.executemany("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            con.close()
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike", *, embedder: Any = None) -> "CaseLibrary":
+        """Open a saved library. ``embedder``: defaults to the one named in the file; a different
+        embedder (other weights) is refused."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise MedaiError(f"{path} is not a case library file; build one with `napari-medai retrieve build`")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError:
+            raise MedaiError(f"{path} is not a case library (not SQLite or no meta table); build one with `napari-medai retrieve build`") from None
+        try:
+            if meta.get("format") != "napari-medai case library":
+                raise MedaiError(f"{path} is not a napari-medai case library")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise MedaiError(f"{path} has library format {meta.get('format_version')}; this version reads {FORMAT_VERSION}: rebuild it")
+            name, sha = meta["embedder_name"], meta["embedder_sha256"]
+            if embedder is None:
+                try:
+                    emb = get_embedder(name)
+                except MedaiError as e:
+                    raise MedaiError(
+                        f"the library was built with embedder '{name}', which is not available here ({e}); "
+                        "pass that embedder's model folder"
+                    ) from None
+            else:
+                emb = get_embedder(embedder)
+            if emb.sha256 != sha:
+                raise MedaiError(
+                    f"library {path.name} was built with embedder '{name}' (sha256 {sha[:12]}…) but the embedder "
+                    f"given is '{emb.name}' (sha256 {emb.sha256[:12]}…); descriptors are not comparable: rebuild "
+                    "the library with this embedder or load it with the original one"
+                )
+            if int(meta["dim"]) != emb.dim:
+                raise MedaiError(f"library descriptors have {meta['dim']} values but embedder '{emb.name}' makes {emb.dim}")
+            lib = cls(emb, index=meta.get("index", "auto"), hnsw_threshold=int(meta.get("hnsw_threshold", HNSW_THRESHOLD)))
+            lib.created = meta.get("created", lib.created)
+            lib._next_id = int(meta.get("next_id", 1))
+            rows = con.execute(
+                "SELECT case_id, label, path, patient_id, slice, roi, thumbnail, added, vector FROM cases ORDER BY case_id"
+            ).fetchall()
+        finally:
+            con.close()
+        dim = emb.dim
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        vecs = np.frombuffer(b"".join(r[8] for r in rows), np.float32).reshape(len(rows), dim).copy() if rows else np.empty((0, dim), np.float32)
+        for r in rows:
+            lib._meta[int(r[0])] = {
+                "label": r[1],
+                "path": r[2],
+                "patient_id": r[3],
+                "slice": r[4],
+                "roi": parse_roi(r[5]) if r[5] else None,
+                "thumbnail": r[6],
+                "added": r[7],
+            }
+        lib._vectors, lib._ids, lib._alive = vecs, ids, np.ones(len(ids), bool)
+        lib._next_id = max(lib._next_id, int(ids.max()) + 1 if len(ids) else 1)
+        lib.path = path
+        return lib

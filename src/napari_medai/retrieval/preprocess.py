@@ -1,0 +1,60 @@
+"""Image preparation shared by the embedders, the training scripts and the library (numpy + Pillow only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """2D float32 view of a grayscale or RGB(A) image (y, x[, c])."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        a = a[..., :3].astype(np.float32).mean(-1)
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        from napari_medai.errors import MedaiError
+
+        raise MedaiError(
+            f"expected a 2D image (or a 2D RGB image), got shape {np.asarray(image).shape}; "
+            "pick a slice or an ROI of the volume"
+        )
+    return a.astype(np.float32, copy=False)
+
+
+def normalize(a: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+    """Robust min-max to [0, 1] (percentiles), constant images become 0."""
+    a = a.astype(np.float32, copy=False)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, 0.0).astype(np.float32)
+    lo, hi = np.percentile(a, [lo_pct, hi_pct])
+    if hi - lo < 1e-6:
+        return np.zeros_like(a, dtype=np.float32)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def pad_square(a: np.ndarray, value: float = 0.0) -> np.ndarray:
+    h, w = a.shape
+    if h == w:
+        return a
+    n = max(h, w)
+    out = np.full((n, n), value, dtype=a.dtype)
+    y0, x0 = (n - h) // 2, (n - w) // 2
+    out[y0 : y0 + h, x0 : x0 + w] = a
+    return out
+
+
+def resize_area(a: np.ndarray, size: int) -> np.ndarray:
+    """Area (box-filter) resize of a 2D float image to size x size."""
+    from PIL import Image
+
+    if a.shape == (size, size):
+        return a.astype(np.float32, copy=False)
+    im = Image.fromarray(a.astype(np.float32), mode="F")
+    return np.asarray(im.resize((size, size), Image.BOX), dtype=np.float32)
+
+
+def prepare(image: np.ndarray, size: int = 128) -> np.ndarray:
+    """Grayscale -> robust [0, 1] -> pad to square -> area resize to (size, size), float32."""
+    a = normalize(to_gray(image))
+    return resize_area(pad_square(a), size)

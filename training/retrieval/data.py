@@ -1,0 +1,81 @@
+"""figshare brain-tumour MRI: listing, cached down-sampled images, grouped 5-fold split.
+
+python training/retrieval/data.py            # builds cache/figshare_<size>.npz once
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from napari_medai.retrieval.metrics import consecutive_blocks, assign_folds  # noqa: E402
+from napari_medai.retrieval.preprocess import prepare  # noqa: E402
+
+CLASSES = ("glioma", "meningioma", "pituitary")
+CACHE = HERE / "cache"
+
+
+def data_root() -> Path:
+    base = Path(os.environ.get("NAPARI_MEDAI_DATA", REPO.parent / "shared" / "data"))
+    return base / "brain-mri" / "figshare"
+
+
+def list_items(root: Path | None = None):
+    root = root or data_root()
+    paths, labels, ids = [], [], []
+    for ci, c in enumerate(CLASSES):
+        for f in sorted((root / c).glob("*.jpg")):
+            paths.append(str(f))
+            labels.append(ci)
+            ids.append(int(f.stem))
+    order = np.argsort(ids)
+    return [paths[i] for i in order], np.asarray(labels)[order], np.asarray(ids)[order]
+
+
+def load_cache(size: int = 128):
+    """Returns dict(x=(N,size,size) float16 in [0,1], y, ids, paths, folds)."""
+    CACHE.mkdir(exist_ok=True)
+    f = CACHE / f"figshare_{size}.npz"
+    if f.exists():
+        d = np.load(f, allow_pickle=False)
+        return {k: d[k] for k in d.files}
+    from PIL import Image
+
+    paths, y, ids = list_items()
+    t0 = time.time()
+    x = np.empty((len(paths), size, size), np.float16)
+    for i, p in enumerate(paths):
+        x[i] = prepare(np.asarray(Image.open(p).convert("L")), size)
+    print(f"cached {len(paths)} images at {size}px in {time.time() - t0:.0f}s", flush=True)
+    folds = make_folds(x, y, ids)
+    np.savez(f, x=x, y=y, ids=ids, paths=np.asarray(paths), folds=folds)
+    return {"x": x, "y": y, "ids": ids, "paths": np.asarray(paths), "folds": folds}
+
+
+def make_folds(x, y, ids, n_folds: int = 5, block: int = 60, seed: int = 0):
+    """Blocks of ~60 consecutive ids (never across a class change or an id gap); each cut is moved
+    to the largest image change within +-20 ids (most likely a patient change)."""
+    small = x.reshape(len(x), x.shape[1] // 8, 8, x.shape[2] // 8, 8).astype(np.float32).mean((2, 4))
+    small = small.reshape(len(x), -1)
+    order = np.argsort(ids)
+    change = np.zeros(len(x))
+    d = np.abs(small[order][1:] - small[order][:-1]).mean(1)
+    change[order[:-1]] = d
+    groups = consecutive_blocks(ids, y, block=block, change=change)
+    return assign_folds(groups, y, n_folds=n_folds, seed=seed)
+
+
+if __name__ == "__main__":
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+    d = load_cache(size)
+    for f in range(5):
+        m = d["folds"] == f
+        print(f, m.sum(), np.bincount(d["y"][m], minlength=3))
