@@ -1,0 +1,56 @@
+"""`napari-medai batch {enhance,grade,segment} INPUTS... -o OUTDIR [--scheduler ADDRESS] [--workers N]`."""
+
+from __future__ import annotations
+
+
+def _roi(text):
+    from ..errors import MedaiError
+
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise MedaiError(f"bad ROI {text!r}; write X,Y,W,H in pixels")
+    return values
+
+
+def register(groups) -> None:
+    parser = groups.root.add_parser("batch", help="run a tool over many inputs on Dask")
+    parser.add_argument("tool", choices=["enhance", "grade", "segment"])
+    parser.add_argument("inputs", nargs="+", help="files, DICOM folders, globs, or a CSV with a 'path' column")
+    parser.add_argument("-o", "--out", required=True, help="output folder (holds manifest.json, summary.csv/json)")
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--workers", type=int, help="LocalCluster workers (default: one per GPU, else 2)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model")
+    parser.add_argument("--clip-limit", type=float, default=0.01)
+    parser.add_argument("--mode", default="auto", choices=["auto", "2d", "3d", "slices"])
+    parser.add_argument("--roi", type=_roi)
+    parser.add_argument("--kidney-roi", type=_roi)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_batch_command)
+
+
+def run_batch_command(args) -> int:
+    from ..cli.main import cli_progress, emit_json
+    from .runner import run_batch
+
+    params = {"device": args.device}
+    if args.tool == "enhance":
+        params.update(clip_limit=args.clip_limit, mode=args.mode)
+    if args.tool in ("grade", "segment") and args.model:
+        params["model"] = args.model
+    if args.tool == "grade":
+        params.update(roi=args.roi, kidney_roi=args.kidney_roi)
+    summary = run_batch(args.tool, args.inputs, args.out, params=params, scheduler=args.scheduler,
+                        workers=args.workers, progress=cli_progress(not args.json))
+    if args.json:
+        emit_json(summary.to_dict())
+    else:
+        done = summary.to_dict()
+        print(f"{done['ok']} ok, {done['failed']} failed, {done['skipped_unchanged']} unchanged (skipped) "
+              f"in {done['seconds']} s on {done['workers']} worker(s); summary in {args.out}/summary.csv")
+        for row in summary.failed:
+            print(f"  failed: {row['input']}: {row.get('error')}")
+    return 1 if summary.failed else 0

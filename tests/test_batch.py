@@ -1,0 +1,107 @@
+"""Batch on Dask: a 2-worker LocalCluster with a corrupt input, resume, and a separate scheduler."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("napari_medai.clahe.core")
+
+from napari_medai.batch.runner import expand_inputs, run_batch  # noqa: E402
+from napari_medai.errors import MedaiError  # noqa: E402
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        iio.imwrite(folder / f"case{i}.png", (rng.random((40, 50)) * 120 + 40 * i).astype(np.uint8))
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_local_cluster_isolates_a_corrupt_input_and_resumes(cohort, tmp_path):
+    out = tmp_path / "out"
+    inputs = [str(cohort / "*.png")]
+    first = run_batch("enhance", inputs, out, workers=2)
+    assert first.workers == 2
+    status = {r["input"].split("/")[-1]: r["status"] for r in first.rows}
+    assert status == {"broken.png": "failed", "case0.png": "ok", "case1.png": "ok", "case2.png": "ok"}
+    [failed] = first.failed
+    assert "not a readable PNG" in failed["error"]
+    from napari_medai.io.readers import load_image
+
+    enhanced = load_image(out / "case1_clahe.png").data
+    assert enhanced.shape == (40, 50) and enhanced.max() == 255 and enhanced.min() == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == 3 and summary["failed"] == 1
+    assert (out / "summary.csv").read_text().count("\n") == 5
+
+    second = run_batch("enhance", inputs, out, workers=2)
+    assert second.skipped == 3  # unchanged inputs with verified outputs are skipped
+    assert len(second.failed) == 1  # the broken one is retried (and fails again)
+    (out / "case2_clahe.png").write_bytes(b"tampered")
+    third = run_batch("enhance", inputs, out, workers=1)
+    assert third.skipped == 2  # a changed output is redone
+
+
+def test_cli_exit_code_and_json(cohort, tmp_path, capsys):
+    from napari_medai.cli.main import main
+
+    code = main(["batch", "enhance", str(cohort / "case0.png"), str(cohort / "broken.png"), "-o", str(tmp_path / "o"),
+                 "--workers", "1", "--json"])
+    assert code == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] == 1 and document["failed"] == 1
+
+
+def test_csv_inputs_and_bad_globs(cohort, tmp_path):
+    table = tmp_path / "cohort.csv"
+    table.write_text("path,label\nin/case0.png,a\nin/case1.png,b\n")
+    assert [p.split("/")[-1] for p in expand_inputs([str(table)])] == ["case0.png", "case1.png"]
+    with pytest.raises(MedaiError, match="matches no files"):
+        expand_inputs([str(tmp_path / "*.nii.gz")])
+
+
+def test_existing_scheduler_on_loopback(cohort, tmp_path):
+    dask = shutil.which("dask", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if dask is None:
+        pytest.skip("dask CLI not installed")
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(scheduler_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.time() + 30
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from distributed import Client
+
+        with Client(address, timeout="20s") as client:
+            client.wait_for_workers(1, timeout=30)
+        summary = run_batch("enhance", [str(cohort / "case0.png")], tmp_path / "remote", scheduler=address)
+        assert summary.scheduler == address and summary.workers == 1
+        assert [r["status"] for r in summary.rows] == ["ok"]
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, cohort):
+    with pytest.raises(MedaiError, match="cannot reach the Dask scheduler"):
+        run_batch("enhance", [str(cohort / "case0.png")], tmp_path / "x", scheduler="tcp://127.0.0.1:1")
