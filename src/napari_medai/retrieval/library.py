@@ -328,6 +328,34 @@ class CaseLibrary:
                 progress(min(len(items), s + 64), len(items))
         return ids
 
+    def add_vectors(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        *,
+        paths: Optional[Sequence[str]] = None,
+        patient_ids: Optional[Sequence[Optional[str]]] = None,
+    ) -> list[int]:
+        """Add precomputed descriptors (made by this library's embedder) without thumbnails."""
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        if len(vectors) != len(labels):
+            raise MedaiError(f"{len(vectors)} descriptors but {len(labels)} labels; give one label per descriptor")
+        ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
+        self._next_id += len(vectors)
+        added = _now()
+        for i, cid in enumerate(ids.tolist()):
+            self._meta[cid] = {
+                "label": str(labels[i]),
+                "path": str(paths[i]) if paths is not None else "",
+                "patient_id": None if patient_ids is None or patient_ids[i] in (None, "") else str(patient_ids[i]),
+                "slice": None,
+                "roi": None,
+                "thumbnail": None,
+                "added": added,
+            }
+        self._append_vectors(vectors, ids)
+        return ids.tolist()
+
     def _add_planes(self, items, should_stop) -> list[int]:
         if not items:
             return []
