@@ -237,3 +237,38 @@ def test_top_level_name_works_after_the_subpackage_is_imported():
     importlib.import_module("napari_medai.clahe.cli")  # binds napari_medai.clahe to the package
     img = (np.arange(40 * 30, dtype=np.int32).reshape(40, 30) * 7) % 1000
     np.testing.assert_array_equal(napari_medai.clahe(img, kernel_size=8), clahe(img, kernel_size=8))
+
+
+def test_clip_and_redistribute_is_scikit_image_step_for_step():
+    """The three implementations of the clipping loop against scikit-image's own, on hard cases."""
+    torch = pytest.importorskip("torch")
+    from skimage.exposure._adapthist import clip_histogram as sk_clip
+
+    from napari_medai.clahe import _numba, _spec, _torch
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for nbins in (16, 256):
+        for _ in range(60):
+            kind = rng.integers(4)
+            if kind == 0:  # one dominant bin (air in CT)
+                h = rng.integers(0, 5, nbins)
+                h[rng.integers(nbins)] += rng.integers(100, 5000)
+            elif kind == 1:  # spiky
+                h = rng.integers(0, 3, nbins) * rng.integers(0, 300, nbins)
+            elif kind == 2:  # nearly flat around the limit
+                h = rng.integers(35, 45, nbins)
+            else:  # every bin above the limit
+                h = rng.integers(50, 60, nbins)
+            cases.append((h.astype(np.int64), int(rng.integers(1, 60))))
+    batch = {}
+    for h, clim in cases:
+        want = sk_clip(h.copy(), clim)
+        np.testing.assert_array_equal(_spec.clip_histogram(h.copy(), clim), want)
+        got = h.copy()
+        _numba._clip_histogram(got, clim)
+        np.testing.assert_array_equal(got, want)
+        batch.setdefault((h.size, clim), []).append((h, want))
+    for (nb, clim), items in batch.items():
+        hs = torch.as_tensor(np.stack([h for h, _ in items]))
+        np.testing.assert_array_equal(_torch.clip_histograms(hs, clim).numpy(), np.stack([w for _, w in items]))

@@ -106,6 +106,8 @@ def _clip_histogram(hist, clim):
             for i in range(nb):
                 if hist[i] < clim:
                     n_under += 1
+            if n_under == 0:  # nothing can change any more: scikit-image would loop on to the same end
+                return
             step = max(1, n_under // n_excess)
             count = 0
             for i in range(index, nb, step):
@@ -133,21 +135,32 @@ def tile_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, t0, t1):
         tz = r // (ny * nx)
         ty = (r // nx) % ny
         tx = r % nx
-        hist = np.zeros(nbins, np.int64)
+        # four sub-histograms, summed afterwards: runs of equal bins (air, background) would
+        # otherwise serialise on one counter (store-to-load forwarding)
+        sub = np.zeros(4 * nbins, np.int32)
         x0 = tx * kx
         inside = x0 + kx <= X  # no mirrored positions along x: index directly
         xi = ix[x0:x0 + kx]
+        k4 = kx - kx % 4
         for u in range(kz):
             zz = iz[tz * kz + u]
             for v in range(ky):
                 row = bins[b, zz, iy[ty * ky + v]]
                 if inside:
                     seg = row[x0:x0 + kx]
-                    for w in range(kx):
-                        hist[seg[w]] += 1
+                    for w in range(0, k4, 4):
+                        sub[seg[w]] += 1
+                        sub[nbins + seg[w + 1]] += 1
+                        sub[2 * nbins + seg[w + 2]] += 1
+                        sub[3 * nbins + seg[w + 3]] += 1
+                    for w in range(k4, kx):
+                        sub[seg[w]] += 1
                 else:
                     for w in range(kx):
-                        hist[row[xi[w]]] += 1
+                        sub[row[xi[w]]] += 1
+        hist = np.empty(nbins, np.int64)
+        for i in range(nbins):
+            hist[i] = sub[i] + sub[nbins + i] + sub[2 * nbins + i] + sub[3 * nbins + i]
         _clip_histogram(hist, clim)
         cum = 0
         for i in range(nbins):
@@ -253,6 +266,21 @@ def _pieces(total: int, per_piece: int):
         yield start, min(total, start + per_piece)
 
 
+_SCRATCH = {}
+_SCRATCH_KEEP = 1 << 24  # keep up to 16 M bins (32 MB) between calls: no page faults on re-runs
+
+
+def _scratch(n: int) -> np.ndarray:
+    """A uint16 work buffer of ``n`` elements, reused between calls (callers hold _LOCK)."""
+    buf = _SCRATCH.get("bins")
+    if buf is not None and buf.size >= n:
+        return buf[:n]
+    buf = np.empty(n, dtype=np.uint16)
+    if n <= _SCRATCH_KEEP:
+        _SCRATCH["bins"] = buf
+    return buf
+
+
 _CHUNK = 1 << 16
 _TARGET = 1 << 22  # about 4 M voxels (a few ms) between progress reports / cancel checks
 
@@ -274,7 +302,7 @@ def _run(x, value_range, mins, maxs, kernel, nbins, clim, lut_limit, report):
     B, Z, Y, X = x.shape
     n = Z * Y * X
     x2 = x.reshape(B, n)
-    bins = np.empty((B, Z, Y, X), dtype=np.uint16)
+    bins = _scratch(B * Z * Y * X).reshape(B, Z, Y, X)
     b2 = bins.reshape(B, n)
     nch = (n + _CHUNK - 1) // _CHUNK
     per = max(1, _TARGET // _CHUNK)
@@ -303,7 +331,7 @@ def _run(x, value_range, mins, maxs, kernel, nbins, clim, lut_limit, report):
 
     P = B * Z
     planes = bins.reshape(P, Y, X)
-    levels = np.empty((P, Y, X), dtype=np.uint16)
+    levels = planes  # each row is read, then overwritten with its grey levels, by one thread: in place
     rmin = np.empty(P * Y, dtype=np.uint16)
     rmax = np.empty(P * Y, dtype=np.uint16)
     nyx = ay.n_tiles * ax.n_tiles
@@ -322,7 +350,6 @@ def _run(x, value_range, mins, maxs, kernel, nbins, clim, lut_limit, report):
         interpolate(planes, pmaps, ay.lo, ay.hi, ay.frac, xw0, xw1, seg, seg_lo, seg_hi,
                     ay.n_tiles, ax.n_tiles, p0, p1, levels, rmin, rmax)
         report(0.4 + 0.5 * p1 / P)
-    del bins, planes
     lo = rmin.reshape(B, Z * Y).min(axis=1)
     hi = rmax.reshape(B, Z * Y).max(axis=1)
     out = np.empty((B, Z, Y, X), dtype=np.float32)

@@ -65,7 +65,7 @@ def clip_histograms(h: torch.Tensor, clim: int) -> torch.Tensor:
         hs = hs + sel
         ne = ne - sel.sum(1)
         index = index + 1
-        finished = ne <= 0
+        finished = (ne <= 0) | ((hs < clim).sum(1) == 0)  # no bin below the limit: nothing can change
         wrapped = (~finished) & (index == nb)
         stalled = wrapped & (prev == ne)
         prev = torch.where(wrapped, ne, prev)
