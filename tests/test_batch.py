@@ -104,4 +104,5 @@ def test_existing_scheduler_on_loopback(cohort, tmp_path):
 
 def test_unreachable_scheduler_is_one_line(tmp_path, cohort):
     with pytest.raises(MedaiError, match="cannot reach the Dask scheduler"):
-        run_batch("enhance", [str(cohort / "case0.png")], tmp_path / "x", scheduler="tcp://127.0.0.1:1")
+        run_batch("enhance", [str(cohort / "case0.png")], tmp_path / "x", scheduler="tcp://127.0.0.1:1",
+                  connect_timeout="2s")

@@ -108,7 +108,7 @@ def _is_done(entry: Optional[dict], input_sha: Optional[str], key: str) -> bool:
     return all(Path(p).exists() and _digest(p) == sha for p, sha in entry.get("outputs", {}).items())
 
 
-def make_client(scheduler: Optional[str], workers: Optional[int]):
+def make_client(scheduler: Optional[str], workers: Optional[int], connect_timeout: str = "10s"):
     """A Dask client: an existing scheduler's address, or an embedded LocalCluster."""
     try:
         from distributed import Client, LocalCluster
@@ -116,7 +116,7 @@ def make_client(scheduler: Optional[str], workers: Optional[int]):
         raise MedaiError("batch needs dask: pip install 'napari-medai[dask]'") from None
     if scheduler:
         try:
-            return Client(scheduler, timeout="10s"), None
+            return Client(scheduler, timeout=connect_timeout), None
         except (OSError, TimeoutError) as exc:
             raise MedaiError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
     from ..runtime.device import available_devices
@@ -145,6 +145,7 @@ def run_batch(
     workers: Optional[int] = None,
     progress: Optional[Progress] = None,
     should_stop: Optional[ShouldStop] = None,
+    connect_timeout: str = "10s",
 ) -> BatchSummary:
     if tool not in TASKS:
         raise MedaiError(f"unknown batch tool {tool!r}; use one of {', '.join(TASKS)}")
@@ -168,7 +169,7 @@ def run_batch(
     started = time.perf_counter()
     progress(0, len(todo))
     if todo:
-        client, cluster = make_client(scheduler, workers)
+        client, cluster = make_client(scheduler, workers, connect_timeout)
         try:
             from distributed import as_completed
 
