@@ -272,3 +272,15 @@ def test_clip_and_redistribute_is_scikit_image_step_for_step():
     for (nb, clim), items in batch.items():
         hs = torch.as_tensor(np.stack([h for h, _ in items]))
         np.testing.assert_array_equal(_torch.clip_histograms(hs, clim).numpy(), np.stack([w for _, w in items]))
+
+
+def test_numba_band_path_for_big_volumes_gives_the_same_maps(monkeypatch, ct):
+    """Volumes above 16 M voxels histogram band by band; force that path on a small one."""
+    from napari_medai.clahe import _numba
+
+    sub = np.ascontiguousarray(ct[20:60, 5:95, 7:117])
+    want = clahe(sub, kernel_size=(6, 20, 25))  # partial tiles on every axis (mirrored positions)
+    _no_band_slices = clahe(sub, mode="slices", kernel_size=24)
+    monkeypatch.setattr(_numba, "_BAND_ABOVE", 0)
+    np.testing.assert_array_equal(clahe(sub, kernel_size=(6, 20, 25)), want)
+    np.testing.assert_array_equal(clahe(sub, mode="slices", kernel_size=24), _no_band_slices)

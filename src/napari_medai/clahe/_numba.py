@@ -122,53 +122,111 @@ def _clip_histogram(hist, clim):
 
 
 @njit(parallel=True, **_OPTS)
-def tile_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, t0, t1):
-    """Histogram, clip and map tiles ``t0 <= t < t1`` (flat over ``B * nz * ny * nx``) into ``maps``."""
+def tile_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, t0, t1, groups):
+    """Histogram, clip and map tiles ``t0 <= t < t1`` (flat over ``B * nz * ny * nx``) into ``maps``.
+
+    The tiles are cut into ``groups`` contiguous runs, one work buffer each (allocating per tile
+    costs more than counting a small tile). Four sub-histograms per tile: runs of equal bins (air,
+    background) would otherwise serialise on one counter.
+    """
     nbins = maps.shape[1]
     ke = kz * ky * kx
     scale = MAX_GRAY / ke
     per_b = nz * ny * nx
     X = bins.shape[3]
-    for t in prange(t0, t1):
-        b = t // per_b
-        r = t % per_b
-        tz = r // (ny * nx)
-        ty = (r // nx) % ny
-        tx = r % nx
-        # four sub-histograms, summed afterwards: runs of equal bins (air, background) would
-        # otherwise serialise on one counter (store-to-load forwarding)
-        sub = np.zeros(4 * nbins, np.int32)
-        x0 = tx * kx
-        inside = x0 + kx <= X  # no mirrored positions along x: index directly
-        xi = ix[x0:x0 + kx]
-        k4 = kx - kx % 4
+    k4 = kx - kx % 4
+    n = t1 - t0
+    for grp in prange(groups):
+        sub = np.empty(4 * nbins, np.int32)
+        hist = np.empty(nbins, np.int64)
+        for t in range(t0 + grp * n // groups, t0 + (grp + 1) * n // groups):
+            b = t // per_b
+            r = t % per_b
+            tz = r // (ny * nx)
+            ty = (r // nx) % ny
+            tx = r % nx
+            sub[:] = 0
+            x0 = tx * kx
+            inside = x0 + kx <= X  # no mirrored positions along x: index directly
+            xi = ix[x0:x0 + kx]
+            for u in range(kz):
+                zz = iz[tz * kz + u]
+                for v in range(ky):
+                    row = bins[b, zz, iy[ty * ky + v]]
+                    if inside:
+                        seg = row[x0:x0 + kx]
+                        for w in range(0, k4, 4):
+                            sub[seg[w]] += 1
+                            sub[nbins + seg[w + 1]] += 1
+                            sub[2 * nbins + seg[w + 2]] += 1
+                            sub[3 * nbins + seg[w + 3]] += 1
+                        for w in range(k4, kx):
+                            sub[seg[w]] += 1
+                    else:
+                        for w in range(kx):
+                            sub[row[xi[w]]] += 1
+            for i in range(nbins):
+                hist[i] = sub[i] + sub[nbins + i] + sub[2 * nbins + i] + sub[3 * nbins + i]
+            _clip_histogram(hist, clim)
+            cum = 0
+            for i in range(nbins):
+                cum += hist[i]
+                val = cum * scale
+                if val > MAX_GRAY:
+                    val = MAX_GRAY
+                maps[t, i] = np.float32(np.int64(val))
+
+
+@njit(parallel=True, **_OPTS)
+def band_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, g0, g1):
+    """Like :func:`tile_maps`, but over bands ``g0 <= g < g1`` (a band = the ``nx`` tiles of one
+    (b, tz, ty), flat over ``B * nz * ny``) that stream whole image rows: faster when the image is
+    far larger than the caches (the rows come from memory with the prefetcher's help)."""
+    nbins = maps.shape[1]
+    ke = kz * ky * kx
+    scale = MAX_GRAY / ke
+    X = bins.shape[3]
+    k4 = kx - kx % 4
+    stride = 4 * nbins
+    for g in prange(g0, g1):
+        b = g // (nz * ny)
+        tz = (g // ny) % nz
+        ty = g % ny
+        sub = np.zeros(nx * stride, np.int32)
         for u in range(kz):
             zz = iz[tz * kz + u]
             for v in range(ky):
                 row = bins[b, zz, iy[ty * ky + v]]
-                if inside:
-                    seg = row[x0:x0 + kx]
-                    for w in range(0, k4, 4):
-                        sub[seg[w]] += 1
-                        sub[nbins + seg[w + 1]] += 1
-                        sub[2 * nbins + seg[w + 2]] += 1
-                        sub[3 * nbins + seg[w + 3]] += 1
-                    for w in range(k4, kx):
-                        sub[seg[w]] += 1
-                else:
-                    for w in range(kx):
-                        sub[row[xi[w]]] += 1
+                for tx in range(nx):
+                    h = sub[tx * stride:(tx + 1) * stride]
+                    x0 = tx * kx
+                    if x0 + kx <= X:
+                        seg = row[x0:x0 + kx]
+                        for w in range(0, k4, 4):
+                            h[seg[w]] += 1
+                            h[nbins + seg[w + 1]] += 1
+                            h[2 * nbins + seg[w + 2]] += 1
+                            h[3 * nbins + seg[w + 3]] += 1
+                        for w in range(k4, kx):
+                            h[seg[w]] += 1
+                    else:
+                        xi = ix[x0:x0 + kx]
+                        for w in range(kx):
+                            h[row[xi[w]]] += 1
         hist = np.empty(nbins, np.int64)
-        for i in range(nbins):
-            hist[i] = sub[i] + sub[nbins + i] + sub[2 * nbins + i] + sub[3 * nbins + i]
-        _clip_histogram(hist, clim)
-        cum = 0
-        for i in range(nbins):
-            cum += hist[i]
-            val = cum * scale
-            if val > MAX_GRAY:
-                val = MAX_GRAY
-            maps[t, i] = np.float32(np.int64(val))
+        for tx in range(nx):
+            o = tx * stride
+            for i in range(nbins):
+                hist[i] = sub[o + i] + sub[o + nbins + i] + sub[o + 2 * nbins + i] + sub[o + 3 * nbins + i]
+            _clip_histogram(hist, clim)
+            t = g * nx + tx
+            cum = 0
+            for i in range(nbins):
+                cum += hist[i]
+                val = cum * scale
+                if val > MAX_GRAY:
+                    val = MAX_GRAY
+                maps[t, i] = np.float32(np.int64(val))
 
 
 @njit(parallel=True, fastmath=True, **_OPTS)
@@ -282,6 +340,7 @@ def _scratch(n: int) -> np.ndarray:
 
 
 _CHUNK = 1 << 16
+_BAND_ABOVE = 1 << 24  # voxels
 _TARGET = 1 << 22  # about 4 M voxels (a few ms) between progress reports / cancel checks
 
 
@@ -324,10 +383,19 @@ def _run(x, value_range, mins, maxs, kernel, nbins, clim, lut_limit, report):
     nt = B * az.n_tiles * ay.n_tiles * ax.n_tiles
     maps = np.empty((nt, nbins), dtype=np.float32)
     hz, hy, hx = (a.hist_index.astype(np.uint64) for a in (az, ay, ax))
-    for t0, t1 in _pieces(nt, _TARGET // (kz * ky * kx)):
-        tile_maps(bins, hz, hy, hx, kz, ky, kx,
-                  az.n_tiles, ay.n_tiles, ax.n_tiles, clim, maps, t0, t1)
-        report(0.1 + 0.3 * t1 / nt)
+    if bins.size > _BAND_ABOVE:
+        # far bigger than the caches: stream whole rows per band of tiles (measured 35 vs 58 ms on
+        # 146x512x512; on 1-16 M voxels tile by tile was faster: 0.6 vs 1.0 ms on 1024x1024)
+        n_bands = B * az.n_tiles * ay.n_tiles
+        for g0, g1 in _pieces(n_bands, _TARGET // (kz * ky * kx * ax.n_tiles)):
+            band_maps(bins, hz, hy, hx, kz, ky, kx, az.n_tiles, ay.n_tiles, ax.n_tiles, clim, maps, g0, g1)
+            report(0.1 + 0.3 * g1 / n_bands)
+    else:
+        groups = 8 * numba.get_num_threads()
+        for t0, t1 in _pieces(nt, _TARGET // (kz * ky * kx)):
+            tile_maps(bins, hz, hy, hx, kz, ky, kx, az.n_tiles, ay.n_tiles, ax.n_tiles, clim, maps, t0, t1,
+                      min(groups, t1 - t0))
+            report(0.1 + 0.3 * t1 / nt)
 
     P = B * Z
     planes = bins.reshape(P, Y, X)

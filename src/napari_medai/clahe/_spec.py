@@ -19,8 +19,11 @@ torch kernel can follow it step by step:
    integer grey level, as in scikit-image. scikit-image sums the 2**ndim corner products in float32;
    we evaluate the same multilinear form nested (z-blend of the maps once per plane, then
    ``(1-cy)((1-cx) m00 + cx m01) + cy((1-cx) m10 + cx m11)``) in float32, which is ~2x faster and
-   differs from scikit-image's sum by float32 rounding only: after truncation one grey level in 16383
-   (6e-5 on [0, 1]) on ~0.02 % of pixels.
+   differs from scikit-image's sum by float32 rounding only: after truncation at most one grey level
+   in 16383 (6e-5 on [0, 1]). That happens mostly where the exact blend is a whole number (flat
+   regions, where all corner maps agree) and the two roundings land on either side of it: 0.4 % of
+   voxels on a CT sub-volume, 6-12 % of pixels on a B-mode frame or a CT slice; mean difference
+   < 1e-5.
 5. Rescale the result of each image min-max to ``[0, 1]`` (a constant result becomes
    ``clip(result, 0, 1)``, as in ``skimage.exposure.rescale_intensity``).
 """
