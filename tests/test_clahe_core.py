@@ -284,3 +284,17 @@ def test_numba_band_path_for_big_volumes_gives_the_same_maps(monkeypatch, ct):
     monkeypatch.setattr(_numba, "_BAND_ABOVE", 0)
     np.testing.assert_array_equal(clahe(sub, kernel_size=(6, 20, 25)), want)
     np.testing.assert_array_equal(clahe(sub, mode="slices", kernel_size=24), _no_band_slices)
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu(monkeypatch):
+    from napari_medai.clahe import _torch, core
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(_torch, "run", oom)
+    monkeypatch.setattr(core, "_choose", lambda backend, device, numel: ("torch", "cuda:0", "test"))
+    img = np.arange(50 * 40, dtype=np.uint16).reshape(50, 40) % 97
+    result = run_clahe(img)
+    assert result.backend == "numba" and result.device == "cpu" and "out of memory" in result.notes[0]
+    np.testing.assert_array_equal(result.image, clahe(img, device="cpu"))

@@ -377,7 +377,20 @@ def run_clahe(
     else:
         from . import _torch
 
-        out = _torch.run(grey, value_range, mins, maxs, kernel, nbins_i, clim, dev_name, report)
+        try:
+            out = _torch.run(grey, value_range, mins, maxs, kernel, nbins_i, clim, dev_name, report)
+        except Exception as exc:  # noqa: BLE001 - only a GPU out-of-memory is recovered
+            from ..runtime.device import is_out_of_memory
+
+            if dev_name == "cpu" or not is_out_of_memory(exc) or not _numba_ok():
+                raise
+            _free_gpu_memory()
+            from . import _numba
+
+            note = f"{dev_name} ran out of memory for {grey.shape}; ran on the CPU (numba) instead"
+            which, dev_name = "numba", "cpu"
+            report(0.0)
+            out = _numba.run(grey, value_range, mins, maxs, kernel, nbins_i, clim, _LUT_LIMIT, report)
     out = out.reshape(spatial)
     if is_rgb:
         out = _recolour(arr, grey.reshape(spatial), out)
@@ -386,6 +399,16 @@ def run_clahe(
         nbins=nbins_i, window=win, rgb=is_rgb, backend=which, device=dev_name,
         seconds=time.perf_counter() - t_start, notes=[note],
     )
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover
+        pass
 
 
 def _recolour(arr: np.ndarray, value: np.ndarray, new_value: np.ndarray) -> np.ndarray:
