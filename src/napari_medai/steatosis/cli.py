@@ -1,0 +1,107 @@
+"""``napari-medai grade IN... [--roi X,Y,W,H] [--kidney-roi X,Y,W,H] [--model NAME] [--device D] [--json]``
+and ``napari-medai train steatosis --data ... -o OUTDIR``. Light module: no torch at import."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(groups) -> None:
+    p = groups.root.add_parser(
+        "grade", help="fatty-liver grade (S0-S3) from B-mode ultrasound",
+        description="Grade hepatic steatosis in B-mode frames from a liver ROI, optionally with a kidney-cortex ROI "
+        "(hepatorenal index). Research use only, not a medical device.")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="PNG, JPEG, TIFF, DICOM or NIfTI 2-D frames")
+    p.add_argument("--roi", default=None, metavar="X,Y,W,H", help="liver ROI in pixels (x = column); default: the whole sector")
+    p.add_argument("--kidney-roi", default=None, metavar="X,Y,W,H", help="kidney-cortex ROI for the hepatorenal index")
+    p.add_argument("--model", default=None, help="model name or folder (default steatosis-default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print one JSON document for all inputs")
+    p.set_defaults(func=run_grade)
+
+    t = groups.train.add_parser(
+        "steatosis", help="cross-validate and train a steatosis grader",
+        description="Patient-grouped stratified k-fold CV (report.json, report.md, confusion.png), then a model "
+        "fitted on all data in OUTDIR/model. --data: the Byra .mat, a folder per grade, or a CSV "
+        "(path, patient_id, grade[, liver_roi_x, liver_roi_y, kidney_roi_x, kidney_roi_y, hepatorenal_index]).")
+    t.add_argument("--data", required=True, help=".mat, CSV, folder per grade, or a folder with labels.csv")
+    t.add_argument("--model-type", choices=["se-irv2", "cnn", "classical"], default="cnn")
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--width", type=float, default=None, help="width multiplier (se-irv2) or base channels (cnn)")
+    t.add_argument("--input-size", type=int, default=None, help="se-irv2 input size (crops are resized)")
+    t.add_argument("--preprocess", default="raw+clahe", choices=["raw", "clahe", "raw+clahe"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the CIs")
+    t.add_argument("--no-final", action="store_true", help="cross-validate only; do not fit the final model")
+    t.add_argument("--name", default="steatosis-custom", help="name of the exported model")
+    t.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=run_train)
+
+
+def run_grade(args) -> int:
+    from ..cli.main import emit_json
+    from ..io.readers import load_image
+    from ..runtime.provenance import RESEARCH_NOTICE
+    from .core import grade_steatosis
+
+    results = []
+    for path in args.inputs:
+        loaded = load_image(path)
+        r = grade_steatosis(loaded.data, roi=args.roi, kidney_roi=args.kidney_roi, model=args.model,
+                            device=args.device, heatmap=False)
+        doc = {"input": str(path), **r.to_dict()}
+        results.append(doc)
+        if not args.json:
+            hri = f", hepatorenal index {r.hepatorenal_index:.3f}" if r.hepatorenal_index is not None else ""
+            probs = " ".join(f"S{i} {p:.2f}" for i, p in enumerate(r.probabilities))
+            print(f"{path}: {r.label} ({probs}){hri} [{r.model}]")
+            for w in r.warnings:
+                print(f"  warning: {w}", file=sys.stderr)
+    if args.json:
+        emit_json({"results": results, "model": results[0]["model"] if results else None, "notice": RESEARCH_NOTICE})
+    else:
+        print(RESEARCH_NOTICE)
+    return 0
+
+
+def run_train(args) -> int:
+    from pathlib import Path
+
+    from ..cli.main import emit_json
+    from .data import read_any
+    from .models import DEFAULT_PARAMS
+    from .train import cross_validate, export_model, fit_final, write_report
+
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    data = read_any(args.data)
+    deep = args.model_type in ("cnn", "se-irv2")
+    params = dict(DEFAULT_PARAMS.get(args.model_type, {})) if deep else {}
+    if args.width is not None and deep:
+        params["width"] = args.width if args.model_type == "se-irv2" else int(args.width)
+    if args.input_size is not None and deep:
+        params["input_size"] = args.input_size
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    out = Path(args.output)
+    result = cross_validate(data, args.model_type, n_folds=args.folds, seed=args.seed, arch_params=params,
+                            preprocess=args.preprocess, epochs=args.epochs, n_boot=args.bootstrap, log=log)
+    oof = result.get("_oof")
+    result = write_report(result, out, data)
+    doc = {"report": str(out / "report.json"), "selected": result["selected"],
+           "metrics": {k: v["folds"]["balanced_accuracy"]["mean"] for k, v in result["candidates"].items()}}
+    if not args.no_final:
+        spec, tensors = fit_final(data, result["selected"], result["selected_without_index"], params, args.preprocess,
+                                  args.epochs, args.seed)
+        export_model(out / "model", args.name, spec, tensors, result, result["selected"], result["selected_without_index"])
+        doc["model"] = str(out / "model")
+    if args.json:
+        emit_json(doc)
+    else:
+        log(f"wrote {out / 'report.md'}; selected {result['selected']}" + (f"; model in {out / 'model'}" if not args.no_final else ""))
+    return 0
