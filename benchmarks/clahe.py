@@ -113,7 +113,7 @@ def cold_start_costs() -> dict:
 
     script = (
         "import time, numpy as np; t=time.perf_counter(); "
-        "from napari_medai.clahe import clahe; t1=time.perf_counter(); "
+        "from napari_medai.enhance import clahe; t1=time.perf_counter(); "
         "clahe(np.arange(64*64, dtype=np.uint8).reshape(64,64)); t2=time.perf_counter(); "
         "clahe(np.arange(16*32*32, dtype=np.int16).reshape(16,32,32)); t3=time.perf_counter(); "
         "clahe(np.arange(64*64, dtype=np.float32).reshape(64,64)); t4=time.perf_counter(); "
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
 
     import numba
 
-    from napari_medai.clahe import clahe
-    from napari_medai.clahe import _numba  # noqa: F401  (selects numba's threading layer)
+    from napari_medai.enhance import clahe
+    from napari_medai.enhance import _numba  # noqa: F401  (selects numba's threading layer)
 
     try:
         import cv2

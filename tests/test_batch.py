@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("distributed")
-pytest.importorskip("napari_medai.clahe.core")
+pytest.importorskip("napari_medai.enhance.core")
 
 from napari_medai.batch.runner import expand_inputs, run_batch  # noqa: E402
 from napari_medai.errors import MedaiError  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_medai.cli.main import main
-from napari_medai.clahe import clahe
+from napari_medai.enhance import clahe
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import BMODE_FRAME, CT_VOLUME
 

@@ -8,7 +8,7 @@ so a regression in the shared specification shows up long before the issue's bud
 import numpy as np
 import pytest
 
-from napari_medai.clahe import clahe, run_clahe
+from napari_medai.enhance import clahe, run_clahe
 from napari_medai.errors import CancelledError, MedaiError
 
 skimage_exposure = pytest.importorskip("skimage.exposure")
@@ -228,12 +228,12 @@ def test_top_level_api():
     np.testing.assert_array_equal(napari_medai.clahe(img), clahe(img))
 
 
-def test_top_level_name_works_after_the_subpackage_is_imported():
+def test_top_level_function_after_the_subpackage_is_imported():
     import importlib
 
     import napari_medai
 
-    importlib.import_module("napari_medai.clahe.cli")  # binds napari_medai.clahe to the package
+    importlib.import_module("napari_medai.enhance.cli")
     img = (np.arange(40 * 30, dtype=np.int32).reshape(40, 30) * 7) % 1000
     np.testing.assert_array_equal(napari_medai.clahe(img, kernel_size=8), clahe(img, kernel_size=8))
 
@@ -243,7 +243,7 @@ def test_clip_and_redistribute_is_scikit_image_step_for_step():
     torch = pytest.importorskip("torch")
     from skimage.exposure._adapthist import clip_histogram as sk_clip
 
-    from napari_medai.clahe import _numba, _spec, _torch
+    from napari_medai.enhance import _numba, _spec, _torch
 
     rng = np.random.default_rng(7)
     cases = []
@@ -275,7 +275,7 @@ def test_clip_and_redistribute_is_scikit_image_step_for_step():
 
 def test_numba_band_path_for_big_volumes_gives_the_same_maps(monkeypatch, ct):
     """Volumes above 16 M voxels histogram band by band; force that path on a small one."""
-    from napari_medai.clahe import _numba
+    from napari_medai.enhance import _numba
 
     sub = np.ascontiguousarray(ct[20:60, 5:95, 7:117])
     want = clahe(sub, kernel_size=(6, 20, 25))  # partial tiles on every axis (mirrored positions)
@@ -286,7 +286,7 @@ def test_numba_band_path_for_big_volumes_gives_the_same_maps(monkeypatch, ct):
 
 
 def test_gpu_out_of_memory_falls_back_to_the_cpu(monkeypatch):
-    from napari_medai.clahe import _torch, core
+    from napari_medai.enhance import _torch, core
 
     def oom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")

@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_medai.clahe import clahe  # noqa: E402
+from napari_medai.enhance import clahe  # noqa: E402
 from napari_medai.io.geometry import Geometry  # noqa: E402
 from napari_medai.io.readers import load_image  # noqa: E402
 from napari_medai.sample_data import BMODE_FRAME, CT_VOLUME  # noqa: E402
@@ -14,7 +14,7 @@ from napari_medai.sample_data import BMODE_FRAME, CT_VOLUME  # noqa: E402
 
 @pytest.fixture
 def ct_viewer(make_napari_viewer):
-    from napari_medai.clahe.widget import ClaheWidget
+    from napari_medai.enhance.widget import ClaheWidget
 
     viewer = make_napari_viewer()
     ct = load_image(CT_VOLUME)
@@ -67,7 +67,7 @@ def test_preview_runs_on_the_current_slice_only(ct_viewer):
 
 
 def test_rgb_frame_and_refused_kernel(make_napari_viewer):
-    from napari_medai.clahe.widget import ClaheWidget
+    from napari_medai.enhance.widget import ClaheWidget
 
     viewer = make_napari_viewer()
     frame = load_image(BMODE_FRAME).data

@@ -11,7 +11,7 @@ import pytest
 
 from napari_medai.cli.main import main
 
-TOOLS = {"enhance": "napari_medai.clahe.cli", "grade": "napari_medai.steatosis.cli", "segment": "napari_medai.segmentation.cli"}
+TOOLS = {"enhance": "napari_medai.enhance.cli", "grade": "napari_medai.steatosis.cli", "segment": "napari_medai.segmentation.cli"}
 
 
 def _available(command_or_module):

@@ -17,7 +17,7 @@ from ._version import __version__
 from .errors import CancelledError, MedaiError
 
 _LAZY = {
-    "clahe": ("napari_medai.clahe.core", "clahe"),
+    "clahe": ("napari_medai.enhance.core", "clahe"),
     "grade_steatosis": ("napari_medai.steatosis.core", "grade_steatosis"),
     "segment": ("napari_medai.segmentation.core", "segment"),
     "CaseLibrary": ("napari_medai.retrieval.library", "CaseLibrary"),

@@ -41,7 +41,7 @@ def worker_device(requested: str = "auto") -> str:
 
 
 def enhance_file(path: str, out_dir: str, params: dict) -> dict:
-    from ..clahe.core import clahe
+    from ..enhance.core import clahe
     from ..io.readers import load_image
     from ..io.writers import save_image
 

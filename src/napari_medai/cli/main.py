@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 from ..errors import CancelledError, MedaiError
 
 TOOL_CLI_MODULES = (
-    "napari_medai.clahe.cli",
+    "napari_medai.enhance.cli",
     "napari_medai.steatosis.cli",
     "napari_medai.segmentation.cli",
     "napari_medai.retrieval.cli",
