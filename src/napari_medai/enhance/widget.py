@@ -1,7 +1,7 @@
 """napari widget for CLAHE: pick a layer and the parameters, preview the current slice, run the whole
 layer in the background (progress + Cancel), get a new layer with the source's geometry and provenance.
 
-Thin: the work is :func:`napari_medai.clahe.core.run_clahe` (numba/torch are imported only when a job
+Thin: the work is :func:`napari_medai.enhance.core.run_clahe` (numba/torch are imported only when a job
 runs). Research use only, not a medical device.
 """
 
