@@ -51,6 +51,7 @@ def main():
     dest = MODELS / "steatosis-default"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(tmp, dest)
+    shutil.rmtree(tmp)
     spec, tensors = fit_final(data, "index+glcm", "glcm", {}, args.preprocess, args.epochs)
     dest = MODELS / "steatosis-classical"
     shutil.rmtree(dest, ignore_errors=True)
