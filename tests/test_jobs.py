@@ -1,5 +1,6 @@
 """The runner: off the UI thread, progress, cancel within 1 s, errors as notifications."""
 
+import threading
 import time
 
 import pytest
@@ -44,11 +45,19 @@ def test_result_arrives_on_the_ui_thread(qtbot, threaded):
     panel = JobPanel()
     qtbot.addWidget(panel)
     results = []
-    worker = panel.run(lambda progress, should_stop: 41 + 1, results.append, title="quick")
-    with qtbot.waitSignal(worker.returned, timeout=3000):
-        pass
-    qtbot.waitUntil(lambda: not panel.busy, timeout=3000)
-    assert results == [42]
+    main_thread = threading.get_ident()
+    seen = []
+
+    def on_result(value):
+        seen.append(threading.get_ident())
+        results.append(value)
+
+    panel.run(lambda progress, should_stop: (threading.get_ident(), 42), on_result, title="quick")
+    qtbot.waitUntil(lambda: bool(results) and not panel.busy, timeout=5000)
+    job_thread, value = results[0]
+    assert value == 42
+    assert job_thread != main_thread  # the job ran off the UI thread
+    assert seen == [main_thread]  # the result came back on it
 
 
 def test_refused_input_becomes_a_notification_not_a_crash(qtbot, monkeypatch):

@@ -57,7 +57,7 @@ def test_ct_sample_geometry_and_label_alignment(make_napari_viewer):
     assert 20 < float(np.median(ct.data[liver.data == 1])) < 120
 
 
-def test_reader_and_nifti_writer_round_trip(make_napari_viewer, tmp_path, shared_data):
+def test_reader_and_nifti_writer_round_trip(shared_data, make_napari_viewer, tmp_path):
     import nibabel as nib
 
     viewer = make_napari_viewer()
@@ -75,7 +75,7 @@ def test_reader_and_nifti_writer_round_trip(make_napari_viewer, tmp_path, shared
     assert nib.load(out).shape == nib.load(source).shape
 
 
-def test_dicom_folder_opens_in_viewer(make_napari_viewer, shared_data):
+def test_dicom_folder_opens_in_viewer(shared_data, make_napari_viewer):
     viewer = make_napari_viewer()
     [layer] = viewer.open(str(shared_data / "ct/totalseg-example/example_ct_dicom"), plugin="napari-medai")
     np.testing.assert_allclose(layer.scale, (2.0, 0.9765625, 0.9765625))
