@@ -115,18 +115,19 @@ def demo_retrieval(out: Path, shots: list) -> dict:
     }
 
 
-STEPS: list[tuple[str, Callable]] = [
-    ("clahe", demo_clahe),
-    ("steatosis", demo_steatosis),
-    ("segmentation", demo_segmentation),
-    ("retrieval", demo_retrieval),
+# (report name, sub-package that must be present, step)
+STEPS: list[tuple[str, str, Callable]] = [
+    ("clahe", "enhance", demo_clahe),
+    ("steatosis", "steatosis", demo_steatosis),
+    ("segmentation", "segmentation", demo_segmentation),
+    ("retrieval", "retrieval", demo_retrieval),
 ]
 
 
-def _tool_available(name: str) -> bool:
+def _tool_available(package: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(f"napari_medai.{name}") is not None
+    return importlib.util.find_spec(f"napari_medai.{package}") is not None
 
 
 # ---------------------------------------------------------------------------------------- headless
@@ -147,8 +148,10 @@ def _screenshots(out: Path, shots: list) -> list[str]:
             path = out / f"screenshot_{name}.png"
             viewer.screenshot(str(path), canvas_only=True)
             written.append(path.name)
-        viewer.window._qt_window.resize(1500, 950)
-        viewer.window._qt_window.show()
+        # Never show() the window here: under Xvfb + Mesa a shown canvas hits GL_INVALID_VALUE;
+        # napari renders hidden windows for screenshots just fine.
+        viewer.layers.clear()
+        viewer.window._qt_window.resize(1900, 1000)
         _dock_all(viewer)
         viewer.open_sample("napari-medai", "abdomen_ct")
         path = out / "screenshot_viewer_with_widgets.png"
@@ -178,8 +181,8 @@ def run_headless(out_dir: "str | os.PathLike" = "demo_output") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"notice": RESEARCH_NOTICE, "tools": {}, "failed": []}
     shots: list = []
-    for name, step in STEPS:
-        if not _tool_available(name):
+    for name, package, step in STEPS:
+        if not _tool_available(package):
             report["tools"][name] = {"status": "not in this build"}
             continue
         started = time.perf_counter()
