@@ -59,8 +59,15 @@ def demo_steatosis(out: Path, shots: list) -> dict:
 
     frame = load_image(BMODE_FRAME)
     result = grade_steatosis(frame.data, roi=BMODE_LIVER_ROI, kidney_roi=BMODE_KIDNEY_ROI)
+    def rectangle(roi):
+        x, y, w, h = roi
+        return np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], dtype=float)
+
+    rois = {"data": [rectangle(BMODE_LIVER_ROI), rectangle(BMODE_KIDNEY_ROI)], "shape_type": "rectangle",
+            "edge_color": ["yellow", "cyan"], "face_color": "transparent", "edge_width": 2, "name": "liver / kidney ROI"}
     shots.append(("steatosis_heatmap", [(frame.data, {"name": "B-mode"}, "image"),
-                                        (result.heatmap, {"name": "heat map", "colormap": "inferno", "opacity": 0.5}, "image")]))
+                                        (result.heatmap, {"name": "heat map", "colormap": "inferno", "blending": "additive"}, "image"),
+                                        ([], rois, "shapes")]))
     return {
         "truth": "S0 (biopsy fat 3 %)",
         "grade": int(result.grade),
@@ -139,14 +146,18 @@ def _screenshots(out: Path, shots: list) -> list[str]:
 
     written = []
     viewer = napari.Viewer(show=False)
+    viewer.window._qt_window.resize(1400, 900)
     try:
         for name, layers in shots:
             viewer.layers.clear()
             for data, kwargs, kind in layers:
-                getattr(viewer, f"add_{kind}")(data, **kwargs)
+                if kind == "shapes":
+                    viewer.add_shapes(kwargs.pop("data"), **kwargs)
+                else:
+                    getattr(viewer, f"add_{kind}")(data, **kwargs)
             viewer.reset_view()
             path = out / f"screenshot_{name}.png"
-            viewer.screenshot(str(path), canvas_only=True)
+            viewer.screenshot(str(path), canvas_only=False)  # a hidden window's bare canvas renders black
             written.append(path.name)
         # Never show() the window here: under Xvfb + Mesa a shown canvas hits GL_INVALID_VALUE;
         # napari renders hidden windows for screenshots just fine.
