@@ -321,3 +321,37 @@ def test_widget_build_query_open(make_napari_viewer, case_folder, tmp_path):
     assert layer.name.startswith(f"case {w.hits[0].case_id}: disc")
     assert layer.metadata["napari_medai"]["retrieved_case"]["label"] == "disc"
     assert layer.metadata["napari_medai"]["tool"] == "retrieval"
+
+
+def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
+    """Smoke run of the training loop (1 epoch, tiny net), export, registry card, library use,
+    and refusal of a library by a retrained (different-weights) embedder."""
+    pytest.importorskip("torch")
+    from napari_medai.retrieval.embedder import CNNEmbedder, get_embedder
+    from napari_medai.retrieval.preprocess import prepare
+    from napari_medai.retrieval.train import export_embedder, train_embedder
+
+    x = np.stack([prepare(shape_image(k, s), 32) for k in ("disc", "square") for s in range(-4, 4)])
+    y = np.repeat([0, 1], 8)
+    arch = {"widths": [4, 8, 8, 8, 8], "embed_dim": 8}
+    paths = []
+    for seed in (0, 1):
+        net, arch_out, hist = train_embedder(x, y, n_classes=2, epochs=1, batch_size=8, arch=arch, seed=seed, device="cpu",
+                                          mixed_precision=False)
+        assert len(hist) == 1 and np.isfinite(hist[0]["loss"])
+        out = export_embedder(net, arch_out, tmp_path / f"tiny-{seed}", classes=["disc", "square"], size=32,
+                              training_data="synthetic", notes="test")
+        card = json.loads((out / "card.json").read_text())
+        assert card["task"] == "embedding" and len(card["sha256"]) == 64
+        assert "not a medical device" in card["intended_use"]
+        paths.append(out)
+    emb = get_embedder(str(paths[0]), device="cpu")
+    assert isinstance(emb, CNNEmbedder) and emb.dim == 8 and emb.size == 32
+    v = emb.embed([shape_image("disc"), shape_image("square")])
+    assert v.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)  # L2-normalised descriptors
+    lib = CaseLibrary.build(case_folder, embedder=emb)
+    lib.save(tmp_path / "cnn.medlib")
+    assert len(CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[0]))) == 8
+    with pytest.raises(MedaiError, match="built with embedder 'tiny-0'"):
+        CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[1]))

@@ -406,8 +406,9 @@ class CaseLibrary:
         for c in ids:
             self._meta.pop(c, None)
         n_dead = int((~self._alive).sum())
-        # HNSW keeps tombstones (rebuilding a big graph is slow); the others compact at once.
-        if self._index_used != "hnsw" or n_dead > max(1000, 0.05 * len(self)):
+        # HNSW keeps tombstones (rebuilding a big graph is slow), skipped at search time; it is
+        # rebuilt once a fifth of it is dead. The other indexes compact at once.
+        if self._index_used != "hnsw" or n_dead > 0.2 * len(self._ids):
             self._compact()
         return int(mask.sum())
 
@@ -508,9 +509,22 @@ class CaseLibrary:
         n_total = len(self._vectors)
         n_dead = int((~self._alive).sum())
         kk = min(k + n_dead, n_total)
-        if kk == 0:
+        if kk == 0 or n_dead == n_total:
             return np.full((len(q), k), np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         index = self._get_index()
+        params = None
+        if index is not None and n_dead:
+            # removed cases stay in the index as tombstones; a faiss ID selector skips them
+            import faiss
+
+            bits = np.packbits(self._alive, bitorder="little")
+            sel = faiss.IDSelectorBitmap(n_total, faiss.swig_ptr(bits))
+            if self._index_used == "hnsw":
+                params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(HNSW_EF_SEARCH, 2 * k))
+            else:
+                params = faiss.SearchParameters(sel=sel)
+            params._keep = (bits, sel)  # keep the buffers alive during the search
+            kk = min(k, n_total - n_dead)
         if index is None:
             from .metrics import pairwise_sq_dists
 
@@ -522,9 +536,12 @@ class CaseLibrary:
             o = np.argsort(dsel, axis=1, kind="stable")
             pos, dsel = np.take_along_axis(pos, o, 1), np.take_along_axis(dsel, o, 1)
         else:
-            if self._index_used == "hnsw":
-                index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
-            dsel, pos = index.search(q, kk)
+            if params is not None:
+                dsel, pos = index.search(q, kk, params=params)
+            else:
+                if self._index_used == "hnsw":
+                    index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
+                dsel, pos = index.search(q, kk)
         D = np.full((len(q), k), np.inf, np.float32)
         I = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):
