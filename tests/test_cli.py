@@ -1,7 +1,5 @@
 import json
 
-import nibabel as nib
-import numpy as np
 
 from napari_medai.cli.main import main
 
@@ -28,11 +26,17 @@ def test_usage_error_is_one_error_line(capsys):
     assert len(err) == 1 and err[0].startswith("error:")
 
 
-def test_cli_entry_point_has_no_traceback(tmp_path):
+def test_cli_entry_point_refuses_bad_input_in_one_line(tmp_path):
     import subprocess
     import sys
 
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not a nifti")
-    proc = subprocess.run([sys.executable, "-m", "napari_medai.cli.main", "info", "--json"], capture_output=True, text=True)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["versions"]["napari-medai"]
+    out = tmp_path / "out.nii.gz"
+    proc = subprocess.run([sys.executable, "-m", "napari_medai.cli.main", "enhance", str(bad), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not gzip" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and bad.read_bytes() == b"not a nifti"

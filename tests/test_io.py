@@ -1,6 +1,5 @@
 """Readers, writers and geometry: real files from ../shared/data and synthetic oblique volumes."""
 
-import os
 
 import nibabel as nib
 import numpy as np

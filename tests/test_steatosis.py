@@ -1,7 +1,6 @@
 """Steatosis grading: metrics, readers, folds, index, core contract, shipped model, CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

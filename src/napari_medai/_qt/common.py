@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel
+from qtpy.QtWidgets import QComboBox, QLabel
 
 from ..runtime.provenance import RESEARCH_NOTICE
 
@@ -41,3 +41,14 @@ def image_layers(viewer, rgb_ok: bool = True):
     from napari.layers import Image
 
     return [l for l in viewer.layers if isinstance(l, Image) and (rgb_ok or not l.rgb)]
+
+
+def device_combo() -> QComboBox:
+    """Device choice listing only devices that exist here, preset to the Settings device."""
+    from ..runtime.device import available_devices
+    from ..runtime.settings import get_settings
+
+    combo = QComboBox()
+    combo.addItems(["auto", *available_devices()])
+    combo.setCurrentText(get_settings().device)
+    return combo

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..errors import MedaiError
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop

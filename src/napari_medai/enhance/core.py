@@ -17,8 +17,6 @@ Differences from ``skimage.exposure.equalize_adapthist``, all deliberate:
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -236,18 +234,9 @@ def _numba_ok() -> bool:
     return True
 
 
-def _gpu_possible() -> bool:
-    """Cheap check before paying ~2 s for ``import torch`` on a machine that cannot have a GPU."""
-    if "torch" in sys.modules:
-        return True
-    if sys.platform == "darwin":
-        return True
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
-
-
 def _choose(backend: str, device, numel: int) -> tuple[str, str, str]:
     """-> (backend, device name, note)."""
-    from ..runtime.device import resolve_device
+    from ..runtime.device import gpu_possible, resolve_device
 
     b = str(backend).strip().lower()
     if b not in BACKENDS:
@@ -261,13 +250,13 @@ def _choose(backend: str, device, numel: int) -> tuple[str, str, str]:
             raise MedaiError("numba is not installed; install it or use backend 'torch'")
         return "numba", "cpu", "requested"
     if b == "torch":
-        if text in ("auto", "") and not _gpu_possible():
+        if text in ("auto", "") and not gpu_possible():
             return "torch", "cpu", "auto: no GPU possible here"
         choice = resolve_device(spec)
         return "torch", choice.name, choice.reason
     # auto
     if text in ("auto", ""):
-        if not _gpu_possible():
+        if not gpu_possible():
             choice_name, reason = "cpu", "auto: no CUDA or MPS device here"
         else:
             choice = resolve_device("auto")

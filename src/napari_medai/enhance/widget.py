@@ -24,12 +24,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._qt.common import image_layers, research_banner
+from .._qt.common import device_combo, image_layers, research_banner
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
 
 MODES = ("auto", "2d", "slices", "3d")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PREVIEW_SUFFIX = " CLAHE preview"
 RESULT_SUFFIX = " CLAHE"
 
@@ -84,8 +83,7 @@ class ClaheWidget(QWidget):
             box.setEnabled(False)
         self.use_window.toggled.connect(self.window_lo.setEnabled)
         self.use_window.toggled.connect(self.window_hi.setEnabled)
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
+        self.device = device_combo()
 
         window_row = QHBoxLayout()
         window_row.addWidget(self.use_window)

@@ -7,6 +7,8 @@ napari starts fast.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -39,7 +41,16 @@ class DeviceChoice:
         return self.name
 
 
+def gpu_possible() -> bool:
+    """Cheap check, before paying ~2 s for ``import torch``, that this machine could have a GPU."""
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"))
+
+
 def _cuda_count() -> int:
+    if not gpu_possible():
+        return 0
     import torch
 
     try:
@@ -49,6 +60,8 @@ def _cuda_count() -> int:
 
 
 def _mps_available() -> bool:
+    if sys.platform != "darwin":
+        return False
     import torch
 
     backend = getattr(torch.backends, "mps", None)

@@ -3,7 +3,7 @@ balanced accuracy, steatosis AUC (S >= 1), and patient-bootstrap confidence inte
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -24,7 +24,6 @@ from ..errors import MedaiError
 from . import metrics as M
 from .data import SteatosisData
 from .features import LinearClassifier, classical_features, feature_names
-from .grader import Grader, TextureLinear
 
 LICENCE = "CC BY 4.0 data (Byra et al. 2018, doi:10.5281/zenodo.1009146)"
 INTENDED_USE = ("Research use only - not a medical device. Grades hepatic steatosis (S0-S3) from a liver ROI in a "
@@ -380,7 +379,7 @@ def model_card_md(card: dict, result: dict, candidate: str) -> str:
     return "\n".join([
         f"# {card['name']} (v{card['version']})", "",
         "**Research use only - not a medical device.**", "",
-        f"Task: hepatic steatosis grade S0 normal / S1 mild / S2 moderate / S3 severe from B-mode ultrasound.", "",
+        "Task: hepatic steatosis grade S0 normal / S1 mild / S2 moderate / S3 severe from B-mode ultrasound.", "",
         f"Architecture: {card['architecture']}.", "",
         f"Training data: {card['training_data']['images']} liver ROI crops of {card['training_data']['patients']} patients "
         f"({card['training_data']['patients_per_grade']}), Byra et al. 2018. Licence: {card['licence']}.", "",

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._qt.common import device_note, image_layers, research_banner
+from .._qt.common import device_combo, device_note, image_layers, research_banner
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
 
@@ -77,8 +77,7 @@ class SteatosisWidget(QWidget):
         self.kidney_box = QComboBox()
         self.model = QLineEdit("steatosis-default")
         self.model.setToolTip("registered model name or a folder with card.json")
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device = device_combo()
         form = QFormLayout()
         form.addRow("image", self.image_box)
         form.addRow("liver ROI (shapes)", self.liver_box)
