@@ -1,0 +1,181 @@
+"""``napari-medai segment``, ``train segment`` and ``evaluate segment`` (light module: no torch at import)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(groups) -> None:
+    p = groups.root.add_parser(
+        "segment",
+        help="liver and tumour segmentation of CT (labels 1 liver, 2 tumour)",
+        description="Segment the liver and liver tumours in a CT volume or slice (HU). Writes uint8 labels "
+        "with the input's geometry (NIfTI keeps the input affine exactly). Research use only, not a medical device.",
+    )
+    p.add_argument("input", metavar="IN", help="CT as NIfTI, DICOM file or DICOM series folder (HU)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="labels file: .nii.gz/.nii (or .tif; .png for one slice)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="registered model (default liver-tumor-ct), folder with card.json, TorchScript file or MONAI bundle")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole-filling clean-up")
+    p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
+    p.set_defaults(func=run_segment)
+
+    t = groups.train.add_parser(
+        "segment",
+        help="train a segmentation model on a Medical Segmentation Decathlon folder",
+        description="Train on an MSD layout (dataset.json, imagesTr/, labelsTr/). Holds out a fraction of the cases "
+        "for validation Dice, writes checkpoints and a model folder (card.json + weights.safetensors) usable with "
+        "`segment --model OUTDIR/model`. Research use only.",
+    )
+    t.add_argument("--data", required=True, metavar="DIR", help="folder with dataset.json, imagesTr/ and labelsTr/")
+    t.add_argument("--arch", default="unet2d", choices=["unet2d", "unet3d", "vnet", "basicunetplusplus", "segresnet", "dynunet"])
+    t.add_argument("--epochs", type=int, default=50, metavar="N")
+    t.add_argument("--resume", default=None, metavar="CKPT", help="checkpoint_last.pt of an earlier run")
+    t.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    t.add_argument("--window", default=None, metavar="LO,HI", help="HU window (default -40,160 for CT; z-score otherwise)")
+    t.add_argument("--size", type=int, default=128, help="2-D: slice size (default 128)")
+    t.add_argument("--roi", type=int, default=64, help="3-D: cubic patch size (default 64, a multiple of 16)")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--max-iterations", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=run_train)
+
+    e = groups.evaluate.add_parser(
+        "segment",
+        help="Dice and volumes of predicted labels against ground truth",
+        description="Dice per label (and whole-liver Dice when labels are 1 liver / 2 tumour), volumes in ml. "
+        "Refuses files whose shape or affine differ.",
+    )
+    e.add_argument("--pred", required=True, metavar="P")
+    e.add_argument("--gt", required=True, metavar="G")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=run_evaluate)
+
+
+def _model_record(model) -> dict:
+    return {"name": getattr(model, "name", str(model)), "version": getattr(model, "version", None),
+            "sha256": getattr(model, "sha256", None)}
+
+
+def run_segment(args) -> int:
+    from pathlib import Path
+
+    from ..cli.main import cli_progress, emit_json
+    from ..errors import MedaiError
+    from ..io.readers import RASTER_SUFFIXES, load_image, suffix_of
+    from ..io.writers import check_output_path, save_image
+    from ..runtime.provenance import RESEARCH_NOTICE
+    from .core import segment
+
+    out_path = check_output_path(args.output, inputs=[args.input])  # fail before any work
+    out_suffix = suffix_of(out_path)
+    loaded = load_image(args.input)
+    name = Path(args.input).name
+    if loaded.rgb:
+        raise MedaiError(f"{name} is an RGB image; segmentation needs a grey-level CT in Hounsfield units (NIfTI or DICOM)")
+    if suffix_of(args.input) in RASTER_SUFFIXES and loaded.data.dtype.kind == "u" and loaded.data.itemsize == 1:
+        raise MedaiError(f"{name} is an 8-bit picture without Hounsfield units; give the CT as NIfTI or DICOM")
+    if out_suffix in (".png", ".jpg", ".jpeg") and loaded.data.ndim != 2:
+        raise MedaiError(f"{name} is a 3-D volume {loaded.data.shape}; PNG/JPEG hold one slice, write .nii.gz")
+    if out_suffix in (".jpg", ".jpeg"):
+        raise MedaiError("JPEG is lossy and would corrupt label values; write .nii.gz, .tif or .png")
+    if loaded.data.ndim not in (2, 3):
+        raise MedaiError(f"{name} has shape {loaded.data.shape}; segmentation takes a 2-D slice or a 3-D volume")
+    result = segment(
+        loaded.data, spacing=loaded.geometry.spacing, affine=loaded.geometry.affine_ras(), model=args.model,
+        device=args.device, progress=cli_progress(not args.json), postprocessing=not args.no_postprocess,
+    )
+    written = save_image(out_path, result.labels, loaded.geometry, inputs=[args.input])
+    document = {
+        "input": str(args.input),
+        "output": str(written),
+        "shape": list(result.labels.shape),
+        "spacing": list(loaded.geometry.spacing),
+        "labels": {str(k): v for k, v in result.names.items()},
+        "volumes_ml": result.volumes_ml,
+        "areas_cm2": result.areas_cm2,
+        "model": _model_record(result.model),
+        "device": result.device,
+        "seconds": round(result.seconds, 3),
+        "notice": RESEARCH_NOTICE,
+    }
+    if args.json:
+        emit_json(document)
+    else:
+        print(f"wrote {written}: {result.summary()}", file=sys.stdout)
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..cli.main import emit_json
+    from ..errors import MedaiError
+    from ..io.readers import load_image
+
+    pred, gt = load_image(args.pred), load_image(args.gt)
+    if pred.rgb or gt.rgb:
+        raise MedaiError("label files must be grey-level label images, not RGB")
+    if pred.data.shape != gt.data.shape:
+        raise MedaiError(f"shapes differ: prediction {pred.data.shape} vs ground truth {gt.data.shape}; "
+                         "resample the prediction onto the ground-truth grid first")
+    if not pred.geometry.matches(gt.geometry, atol=1e-3):
+        raise MedaiError("the affines of prediction and ground truth differ; they are not on the same voxel grid")
+    for label_image, which in ((pred, "prediction"), (gt, "ground truth")):
+        data = label_image.data
+        if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
+            raise MedaiError(f"the {which} holds non-integer values; give a label image")
+    p, g = np.asarray(pred.data).astype(np.int64), np.asarray(gt.data).astype(np.int64)
+    voxel_ml = float(np.prod(gt.geometry.spacing)) / 1000.0
+    values = sorted(int(v) for v in set(np.unique(p)) | set(np.unique(g)) if v != 0)
+    names = {1: "liver", 2: "tumour"} if set(values) <= {1, 2} else {}
+
+    def dice(a, b):
+        s = int(a.sum()) + int(b.sum())
+        return None if s == 0 else 2.0 * int((a & b).sum()) / s
+
+    per_label = {}
+    for v in values:
+        key = names.get(v, str(v))
+        pm, gm = p == v, g == v
+        per_label[key] = {"label": v, "dice": dice(pm, gm), "pred_ml": round(int(pm.sum()) * voxel_ml, 3),
+                          "gt_ml": round(int(gm.sum()) * voxel_ml, 3)}
+    document = {"pred": str(args.pred), "gt": str(args.gt), "shape": list(g.shape), "spacing": list(gt.geometry.spacing),
+                "labels": per_label}
+    if names and 1 in values:
+        document["whole_liver"] = {"dice": dice(p >= 1, g >= 1), "pred_ml": round(int((p >= 1).sum()) * voxel_ml, 3),
+                                   "gt_ml": round(int((g >= 1).sum()) * voxel_ml, 3)}
+    if args.json:
+        emit_json(document)
+    else:
+        for key, rec in per_label.items():
+            d = "n/a" if rec["dice"] is None else f"{rec['dice']:.4f}"
+            print(f"{key:10s} Dice {d}  pred {rec['pred_ml']:.1f} ml  gt {rec['gt_ml']:.1f} ml")
+        if "whole_liver" in document:
+            print(f"{'liver+tumour':10s} Dice {document['whole_liver']['dice']:.4f}")
+        print(f"({Path(args.pred).name} vs {Path(args.gt).name})")
+    return 0
+
+
+def run_train(args) -> int:
+    from ..cli.main import cli_progress, emit_json
+    from .train import train_msd
+
+    summary = train_msd(
+        args.data, args.output, arch=args.arch, epochs=args.epochs, resume=args.resume, window=args.window,
+        size=args.size, roi=args.roi, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+        max_iterations=args.max_iterations, device=args.device, seed=args.seed,
+        progress=cli_progress(not args.json), log=None if args.json else print,
+    )
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"model written to {summary['model_dir']} (best validation Dice {summary['best_val_dice']})")
+    return 0

@@ -1,0 +1,509 @@
+"""Liver and tumour segmentation of CT volumes and slices.
+
+The shipped model ``liver-tumor-ct`` is a 2-D MONAI UNet run slice by slice on axial slices: each slice
+is windowed (card ``input_spec.window_hu``), padded to a square field of view in millimetres, resized to
+the model's size, segmented, and the class scores are resized back, so the labels align voxel for voxel
+with the input. Post-processing keeps the largest 3-D connected liver component (tumour counts as
+liver), keeps tumour only inside it, and fills holes slice by slice.
+
+``model`` may be a registered name, a folder with ``card.json``, a TorchScript file (``.ts``/``.pt``)
+or a MONAI bundle folder (``configs/`` + ``models/model.ts`` or a ``models/model.pt`` state dict with a
+simple ``network_def``). Research use only, not a medical device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import MedaiError
+from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
+
+DEFAULT_MODEL = "liver-tumor-ct"
+DEFAULT_SPEC = {"window_hu": [-40.0, 160.0], "size": [128, 128], "axes": "slice-wise axial"}
+LIVER_NAMES = {1: "liver", 2: "tumour"}
+BATCH_SIZES = (32, 8, 1)
+_CACHE: dict = {}
+
+
+@dataclass
+class SegmentationResult:
+    """Labels (uint8, same shape as the input), label names, volumes and what was run."""
+
+    labels: np.ndarray
+    names: dict
+    volumes_ml: dict
+    model: Any
+    device: str
+    seconds: float
+    spacing: tuple = ()
+    areas_cm2: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model, "name", str(self.model))
+
+    def parameters(self) -> dict:
+        return {"model": self.model_name, "model_version": getattr(self.model, "version", None),
+                "spacing": list(self.spacing), "names": {str(k): v for k, v in self.names.items()}}
+
+    def summary(self) -> str:
+        if self.volumes_ml:
+            parts = [f"{k} {v:.1f} ml" for k, v in self.volumes_ml.items()]
+        else:
+            parts = [f"{k} {v:.2f} cm2" for k, v in self.areas_cm2.items()]
+        return ", ".join(parts) + f" ({self.model_name} on {self.device}, {self.seconds:.1f} s)"
+
+
+@dataclass
+class LoadedModel:
+    net: Any  # torch module (eval mode) on its device
+    spec: dict
+    card: Any  # ModelCard or a plain name string for user files
+    dims: int  # 2 = slice-wise, 3 = volumetric
+    names: dict
+    postprocess: bool
+
+
+# ------------------------------------------------------------------------------------ validation
+def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
+    array = np.asarray(volume)
+    if array.dtype.kind not in "biuf":
+        raise MedaiError(f"segmentation needs a numeric image, got dtype {array.dtype}")
+    if array.ndim not in (2, 3):
+        raise MedaiError(f"segmentation takes a 2-D slice or a 3-D (z, y, x) volume, got {array.ndim}-D shape {array.shape}")
+    if min(array.shape) < 1 or min(array.shape[-2:]) < 4:
+        raise MedaiError(f"image shape {array.shape} is too small to segment; slices need at least 4x4 pixels")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise MedaiError(f"image has {bad} NaN or infinite values; fix or mask them before segmenting")
+    if spacing is None:
+        raise MedaiError("spacing is required (mm per voxel, in (z, y, x) order); read it from the file's geometry")
+    try:
+        spacing = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise MedaiError(f"spacing {spacing!r} is not a list of numbers") from None
+    if len(spacing) != array.ndim:
+        raise MedaiError(f"spacing has {len(spacing)} values but the image is {array.ndim}-D; give one per axis (z, y, x)")
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise MedaiError(f"spacing {spacing} must be positive finite millimetres")
+    return array, spacing
+
+
+# ------------------------------------------------------------------------------------ orientation
+def canonical_orientation(affine: Optional[np.ndarray], ndim: int) -> tuple[tuple, tuple]:
+    """Axis permutation and flips that bring a (z, y, x) array to radiological order.
+
+    Canonical: axis 0 towards superior, axis 1 (rows) towards posterior, axis 2 (columns) towards the
+    patient's left (napari's display frame, the way the LiTS training slices are stored). ``affine``
+    maps array indices (napari order) to RAS mm. Without an affine, or for 2-D input, or for oblique
+    volumes whose axes are not near the anatomical ones, the array is taken as already canonical.
+    """
+    if affine is None or ndim != 3:
+        return tuple(range(ndim)), ()
+    a = np.asarray(affine, dtype=float)[:3, :3]
+    dominant = [int(np.argmax(np.abs(a[:, i]))) for i in range(3)]  # world axis of each array axis
+    if sorted(dominant) != [0, 1, 2]:
+        return (0, 1, 2), ()
+    perm = tuple(dominant.index(w) for w in (2, 1, 0))  # new axis k <- array axis perm[k]
+    flips = []
+    if a[2, perm[0]] < 0:
+        flips.append(0)
+    if a[1, perm[1]] > 0:  # rows must run anterior -> posterior (RAS y decreasing)
+        flips.append(1)
+    if a[0, perm[2]] > 0:  # columns must run right -> left (RAS x decreasing)
+        flips.append(2)
+    return perm, tuple(flips)
+
+
+def to_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
+    out = np.transpose(array, perm) if perm != tuple(range(array.ndim)) else array
+    for axis in flips:
+        out = np.flip(out, axis)
+    return out
+
+
+def from_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
+    out = array
+    for axis in flips:
+        out = np.flip(out, axis)
+    if perm != tuple(range(array.ndim)):
+        out = np.transpose(out, np.argsort(perm))
+    return np.ascontiguousarray(out)
+
+
+# ------------------------------------------------------------------------------------ models
+def _spec_window(spec: dict) -> Optional[tuple]:
+    window = spec.get("window_hu")
+    return (float(window[0]), float(window[1])) if window else None
+
+
+def _names_for(spec: dict, channels: Optional[int]) -> dict:
+    labels = spec.get("labels")
+    if isinstance(labels, dict):
+        return {int(k): str(v) for k, v in labels.items() if int(k) != 0}
+    if channels is None or channels <= 3:
+        return dict(LIVER_NAMES) if (channels or 3) == 3 else {1: "liver"}
+    return {i: f"label {i}" for i in range(1, channels)}
+
+
+def _load_torchscript(path: Path, device):
+    import torch
+
+    try:
+        net = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not TorchScript"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedaiError(
+            f"{path.name} is not a TorchScript model ({first[:120]}); export it with torch.jit.script/trace, "
+            "or give a folder with card.json and arch_params for a plain state dict"
+        ) from None
+    return net.eval()
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    except Exception as exc:  # noqa: BLE001
+        raise MedaiError(f"cannot read MONAI bundle config {path}: {str(exc).splitlines()[0][:120]}") from None
+
+
+def _bundle_spec(config: dict) -> dict:
+    spec: dict = {"axes": "bundle"}
+    for node in _walk(config):
+        target = str(node.get("_target_", ""))
+        if target.endswith("ScaleIntensityRanged") or target.endswith("ScaleIntensityRange"):
+            if isinstance(node.get("a_min"), (int, float)) and isinstance(node.get("a_max"), (int, float)):
+                spec["window_hu"] = [float(node["a_min"]), float(node["a_max"])]
+        if "roi_size" in node and isinstance(node["roi_size"], list):
+            spec["roi_size"] = [int(v) for v in node["roi_size"]]
+    return spec
+
+
+def _load_bundle(folder: Path, device) -> LoadedModel:
+    import torch
+
+    configs = folder / "configs"
+    cfg_path = next((configs / n for n in ("inference.json", "inference.yaml", "inference.yml") if (configs / n).is_file()), None)
+    config = _read_config(cfg_path) if cfg_path else {}
+    spec = _bundle_spec(config)
+    net_def = config.get("network_def") if isinstance(config, dict) else None
+    dims = int(net_def.get("spatial_dims", 3)) if isinstance(net_def, dict) and isinstance(net_def.get("spatial_dims"), int) else 3
+    spec["spatial_dims"] = dims
+    if (folder / "models" / "model.ts").is_file():
+        net = _load_torchscript(folder / "models" / "model.ts", device)
+    elif (folder / "models" / "model.pt").is_file():
+        if not isinstance(net_def, dict) or "_target_" not in net_def:
+            raise MedaiError(f"MONAI bundle {folder.name}: configs/inference has no network_def; export models/model.ts instead")
+        params = {k: v for k, v in net_def.items() if k != "_target_"}
+        simple = all(not (isinstance(v, str) and (v.startswith("@") or v.startswith("$") or v.startswith("%"))) for v in params.values())
+        name = str(net_def["_target_"]).split(".")[-1]
+        from monai.networks import nets
+
+        cls = getattr(nets, name, None)
+        if cls is None or not simple:
+            raise MedaiError(f"MONAI bundle {folder.name}: network_def '{net_def['_target_']}' is not a plain MONAI network "
+                             "with literal arguments; export models/model.ts (TorchScript) instead")
+        net = cls(**params)
+        try:
+            state = torch.load(str(folder / "models" / "model.pt"), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise MedaiError(f"MONAI bundle {folder.name}: models/model.pt refused ({str(exc).splitlines()[0][:100]}); "
+                             "only plain state dicts load") from None
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise MedaiError(f"MONAI bundle {folder.name}: weights do not fit network_def ({str(exc).splitlines()[0][:120]})") from None
+        net = net.to(device).eval()
+    else:
+        raise MedaiError(f"MONAI bundle {folder.name} has neither models/model.ts nor models/model.pt")
+    channels = net_def.get("out_channels") if isinstance(net_def, dict) else None
+    return LoadedModel(net, spec, f"bundle:{folder.name}", dims, _names_for(spec, channels), channels in (None, 2, 3))
+
+
+def load_model(model=None, device="cpu") -> LoadedModel:
+    """Resolve ``model`` (name, card folder, TorchScript file, MONAI bundle) and load it on ``device``."""
+    import torch
+
+    from ..runtime.registry import ModelCard, load_weights, resolve_model, sha256_of
+
+    device = torch.device(str(device))
+    path = Path(str(model)).expanduser() if model is not None and not isinstance(model, ModelCard) else None
+    if path is not None and path.is_file() and path.name != "card.json":
+        if path.suffix.lower() not in (".ts", ".pt", ".pth", ".zip", ".torchscript"):
+            raise MedaiError(f"{path.name}: a model file must be TorchScript (.ts/.pt); or give a folder with card.json")
+        key = ("ts", str(path.resolve()), path.stat().st_mtime_ns, str(device))
+        if key not in _CACHE:
+            net = _load_torchscript(path, device)
+            sidecar = path.with_suffix(".json")
+            spec = dict(DEFAULT_SPEC)
+            if sidecar.is_file():
+                spec.update(json.loads(sidecar.read_text()).get("input_spec", {}))
+            _CACHE[key] = LoadedModel(net, spec, path.name, int(spec.get("spatial_dims", 2)), _names_for(spec, None), True)
+        return _CACHE[key]
+    if path is not None and path.is_dir() and (path / "configs").is_dir() and not (path / "card.json").is_file():
+        key = ("bundle", str(path.resolve()), str(device))
+        if key not in _CACHE:
+            _CACHE[key] = _load_bundle(path, device)
+        return _CACHE[key]
+    if path is not None and not path.exists() and (("/" in str(model)) or path.suffix):
+        raise MedaiError(f"model {model} does not exist; give a registered name, a card folder, a TorchScript file or a MONAI bundle")
+    card = resolve_model(model, task="segmentation", default=DEFAULT_MODEL)
+    weights = card.weights_path
+    key = ("card", card.name, str(weights), card.sha256, str(device))
+    if key not in _CACHE:
+        spec = {**DEFAULT_SPEC, **(card.input_spec or {})}
+        if weights is not None and weights.suffix in (".ts", ".torchscript") :
+            if card.sha256 and weights.is_file() and sha256_of(weights) != card.sha256:
+                raise MedaiError(f"weights of model '{card.name}' fail the SHA-256 check; replace the file")
+            net = _load_torchscript(weights, device)
+            channels = (card.arch_params or {}).get("out_channels")
+            dims = int(spec.get("spatial_dims", 2))
+        else:
+            from .networks import ARCH_DIMS, build_network
+
+            params = dict(card.arch_params or {})
+            params.setdefault("arch", "unet2d")
+            net = build_network(params)
+            state = load_weights(card)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:
+                raise MedaiError(f"weights of model '{card.name}' do not fit its arch_params ({str(exc).splitlines()[0][:120]})") from None
+            net = net.to(device).eval()
+            channels = params.get("out_channels")
+            dims = ARCH_DIMS[params["arch"]]
+        names = _names_for(spec, channels)
+        post = bool(spec.get("postprocess", set(names.values()) <= {"liver", "tumour"}))
+        _CACHE[key] = LoadedModel(net, spec, card, dims, names, post)
+    return _CACHE[key]
+
+
+# ------------------------------------------------------------------------------------ intensity
+def window01(array: np.ndarray, window: Optional[tuple]) -> np.ndarray:
+    """Clip to the HU window and map onto [0, 1] (float32); without a window, z-score per volume."""
+    data = np.asarray(array, dtype=np.float32)
+    if window is None:
+        std = float(data.std()) or 1.0
+        return (data - float(data.mean())) / std
+    lo, hi = window
+    return (np.clip(data, lo, hi) - lo) / (hi - lo)
+
+
+# ------------------------------------------------------------------------------------ inference
+def _scores_to_labels(scores):
+    """(B, C, ...) class scores -> (B, ...) uint8 labels; one channel is a sigmoid foreground."""
+    import torch
+
+    if scores.shape[1] == 1:
+        return (scores[:, 0] > 0).to(torch.uint8)
+    return scores.argmax(1).to(torch.uint8)
+
+
+def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress, should_stop) -> np.ndarray:
+    """Slice-wise 2-D inference on a canonical (z, y, x) [0, 1] volume; returns uint8 labels."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..runtime.device import autocast, inference_mode, run_with_oom_fallback
+
+    nz, h, w = data01.shape
+    size = tuple(int(s) for s in lm.spec.get("size") or (h, w))
+    sy, sx = spacing_yx
+    side = max(h * sy, w * sx)
+    hp, wp = max(h, int(round(side / sy))), max(w, int(round(side / sx)))
+    top, left = (hp - h) // 2, (wp - w) // 2
+    labels = np.zeros((nz, h, w), np.uint8)
+    done = [0]
+    net = lm.net
+
+    def run(device, batch):
+        nonlocal net
+        if next(iter(net.parameters()), torch.empty(0)).device != device:
+            net = net.to(device)
+        with inference_mode(), autocast(choice if device.type == choice.kind else "cpu"):
+            while done[0] < nz:
+                check_stop(should_stop)
+                i = done[0]
+                j = min(nz, i + batch)
+                x = torch.from_numpy(np.ascontiguousarray(data01[i:j])).to(device)[:, None]
+                if (hp, wp) != (h, w):
+                    x = F.pad(x, (left, wp - w - left, top, hp - h - top), value=0.0)
+                if (hp, wp) != size:
+                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=hp > size[0] or wp > size[1])
+                scores = net(x)
+                if isinstance(scores, (list, tuple)):
+                    scores = scores[0]
+                scores = scores.float()
+                if scores.shape[-2:] != (hp, wp):
+                    scores = F.interpolate(scores, size=(hp, wp), mode="bilinear", align_corners=False)
+                scores = scores[..., top:top + h, left:left + w]
+                labels[i:j] = _scores_to_labels(scores).cpu().numpy()
+                done[0] = j
+                progress(j, nz)
+        return labels
+
+    return run_with_oom_fallback(run, choice, sizes=list(sizes), notify=lambda m: None)
+
+
+def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice, sizes, progress, should_stop) -> np.ndarray:
+    """Volumetric inference with a sliding window (3-D models)."""
+    import torch
+    import torch.nn.functional as F
+    from monai.inferers import sliding_window_inference
+
+    from ..runtime.device import autocast, inference_mode, run_with_oom_fallback
+
+    shape = data01.shape
+    target = lm.spec.get("spacing_mm")
+    roi = tuple(int(v) for v in lm.spec.get("roi_size") or (64, 64, 64))
+    net = lm.net
+    calls = [0]
+
+    def run(device, batch):
+        nonlocal net
+        if next(iter(net.parameters()), torch.empty(0)).device != device:
+            net = net.to(device)
+        with inference_mode(), autocast(choice if device.type == choice.kind else "cpu"):
+            x = torch.from_numpy(np.ascontiguousarray(data01)).to(device)[None, None]
+            if target:
+                new = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+                x = F.interpolate(x, size=new, mode="trilinear", align_corners=False)
+            n_windows = max(1, int(np.prod([math.ceil(max(s, r) / (r * 0.75)) for s, r in zip(x.shape[2:], roi)])))
+
+            def predictor(patch):
+                check_stop(should_stop)
+                out = net(patch)
+                out = out[0] if isinstance(out, (list, tuple)) else out
+                calls[0] += patch.shape[0]
+                progress(min(calls[0], n_windows), n_windows)
+                return out.float()
+
+            scores = sliding_window_inference(x, roi, batch, predictor, overlap=0.25, mode="gaussian")
+            if scores.shape[2:] != shape:
+                scores = F.interpolate(scores, size=shape, mode="trilinear", align_corners=False)
+            return _scores_to_labels(scores)[0].cpu().numpy()
+
+    return run_with_oom_fallback(run, choice, sizes=[max(1, s // 8) for s in sizes][:2] or [1], notify=lambda m: None)
+
+
+# ------------------------------------------------------------------------------------ post-processing
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component (face connectivity) of a boolean mask; empty stays empty."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def postprocess(labels: np.ndarray) -> np.ndarray:
+    """Largest 3-D connected liver component (tumour counts as liver), tumour only inside it, per-slice
+    hole filling (holes become liver). Works on 2-D slices too."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    organ = largest_component(labels > 0)
+    if labels.ndim == 3:
+        filled = np.stack([ndimage.binary_fill_holes(s) for s in organ]) if organ.any() else organ
+    else:
+        filled = ndimage.binary_fill_holes(organ)
+    out = np.zeros(labels.shape, np.uint8)
+    out[filled] = 1
+    out[filled & (labels == 2)] = 2
+    return out
+
+
+def _measure(labels: np.ndarray, spacing: tuple, names: dict) -> tuple[dict, dict]:
+    voxel = float(np.prod(spacing))
+    counts = {}
+    for value, name in names.items():
+        if set(names.values()) <= {"liver", "tumour"} and name == "liver":
+            counts[name] = int(np.count_nonzero(labels >= 1))  # the whole organ: liver with its tumours
+        else:
+            counts[name] = int(np.count_nonzero(labels == value))
+    if labels.ndim == 3:
+        return {k: round(c * voxel / 1000.0, 3) for k, c in counts.items()}, {}
+    return {}, {k: round(c * voxel / 100.0, 3) for k, c in counts.items()}
+
+
+# ------------------------------------------------------------------------------------ entry point
+def segment(
+    volume,
+    *,
+    spacing: Sequence[float],
+    affine: Optional[np.ndarray] = None,
+    model=None,
+    device="auto",
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    postprocessing: bool = True,
+) -> SegmentationResult:
+    """Segment the liver (1) and liver tumours (2) in a CT slice (y, x) or volume (z, y, x) in HU.
+
+    ``spacing`` is mm per voxel in the array's axis order. ``affine`` (4x4, array index -> RAS mm, as
+    :meth:`Geometry.affine_ras` gives) lets the model see slices in radiological orientation whatever
+    the file's voxel order; without it the array is taken as displayed by napari (anterior up, patient's
+    right on the left). ``volumes_ml['liver']`` is the whole organ (liver + tumour).
+    """
+    from ..runtime.device import resolve_device
+    from ..runtime.memory import ensure_fits, estimate_bytes
+
+    start = time.perf_counter()
+    progress, should_stop = callbacks(progress, should_stop)
+    array, spacing = _check_input(volume, spacing)
+    choice = resolve_device(device)
+    check_stop(should_stop)
+    ensure_fits(estimate_bytes(array.shape, "float32", copies=3.5), "segmentation of a volume of shape " + str(array.shape))
+    lm = load_model(model, "cpu" if choice.kind == "cpu" else choice.torch)
+    check_stop(should_stop)
+
+    vol3 = array[None] if array.ndim == 2 else array
+    sp3 = (1.0, *spacing) if array.ndim == 2 else spacing
+    perm, flips = canonical_orientation(affine, array.ndim)
+    canon = to_canonical(vol3, perm if array.ndim == 3 else (0, 1, 2), flips)
+    sp_canon = tuple(sp3[p] for p in perm) if array.ndim == 3 else sp3
+    data01 = window01(canon, _spec_window(lm.spec))
+    if lm.dims == 2:
+        labels = _predict_slices(lm, data01, sp_canon[1:], choice, BATCH_SIZES, progress, should_stop)
+    else:
+        if array.ndim == 2:
+            raise MedaiError(f"model {getattr(lm.card, 'name', lm.card)} is a 3-D model; give a volume, not a single slice")
+        labels = _predict_volume(lm, data01, sp_canon, choice, BATCH_SIZES, progress, should_stop)
+    check_stop(should_stop)
+    if postprocessing and lm.postprocess:
+        labels = postprocess(labels)
+    labels = from_canonical(labels, perm if array.ndim == 3 else (0, 1, 2), flips)
+    if array.ndim == 2:
+        labels = labels[0]
+    volumes, areas = _measure(labels, spacing, lm.names)
+    return SegmentationResult(
+        labels=labels.astype(np.uint8), names=dict(lm.names), volumes_ml=volumes, model=lm.card,
+        device=choice.name, seconds=time.perf_counter() - start, spacing=spacing, areas_cm2=areas,
+    )

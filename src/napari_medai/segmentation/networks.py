@@ -1,0 +1,63 @@
+"""Network builders shared by inference and training (MONAI; imported lazily by callers)."""
+
+from __future__ import annotations
+
+from ..errors import MedaiError
+
+ARCHS = ("unet2d", "unet3d", "vnet", "basicunetplusplus", "segresnet", "dynunet")
+ARCH_DIMS = {"unet2d": 2, "unet3d": 3, "vnet": 3, "basicunetplusplus": 3, "segresnet": 3, "dynunet": 3}
+
+
+def default_arch_params(arch: str, in_channels: int = 1, out_channels: int = 3) -> dict:
+    if arch not in ARCHS:
+        raise MedaiError(f"unknown architecture '{arch}'; use one of: {', '.join(ARCHS)}")
+    base = {"arch": arch, "in_channels": in_channels, "out_channels": out_channels}
+    if arch == "unet2d":
+        base.update(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2)
+    elif arch == "unet3d":
+        base.update(channels=[16, 32, 64, 128], strides=[2, 2, 2], num_res_units=2)
+    elif arch == "basicunetplusplus":
+        base.update(features=[16, 16, 32, 64, 128, 16])
+    elif arch == "segresnet":
+        base.update(init_filters=8)
+    elif arch == "dynunet":
+        base.update(kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2])
+    return base
+
+
+def build_network(arch_params: dict):
+    """A torch module from a card's ``arch_params`` (``arch`` + the MONAI constructor's arguments)."""
+    import torch
+    from monai.networks import nets
+
+    params = dict(arch_params)
+    arch = params.pop("arch", "unet2d")
+    if arch not in ARCHS:
+        raise MedaiError(f"model card names architecture '{arch}'; supported: {', '.join(ARCHS)}")
+    dims = ARCH_DIMS[arch]
+    params.pop("spatial_dims", None)
+    try:
+        if arch in ("unet2d", "unet3d"):
+            net = nets.UNet(spatial_dims=dims, **params)
+        elif arch == "vnet":
+            net = nets.VNet(spatial_dims=dims, **params)
+        elif arch == "basicunetplusplus":
+            inner = nets.BasicUNetPlusPlus(spatial_dims=dims, **params)
+
+            class First(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, x):
+                    out = self.m(x)
+                    return out[0] if isinstance(out, (list, tuple)) else out
+
+            net = First(inner)
+        elif arch == "segresnet":
+            net = nets.SegResNet(spatial_dims=dims, **params)
+        else:
+            net = nets.DynUNet(spatial_dims=dims, **params)
+    except TypeError as exc:
+        raise MedaiError(f"bad arch_params for {arch}: {exc}") from None
+    return net

@@ -1,0 +1,334 @@
+"""Liver / tumour segmentation: shipped model accuracy, geometry, post-processing, user models, CLI, training
+smoke, evaluation and the widget. Thresholds sit below the measured values (docs/segmentation.md)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_medai.cli.main import main
+from napari_medai.errors import CancelledError, MedaiError
+from napari_medai.io.readers import load_image
+from napari_medai.sample_data import CT_LIVER, CT_VOLUME
+from napari_medai.sample_data.phantom import make_ct_phantom
+from napari_medai.segmentation.core import canonical_orientation, postprocess, segment
+
+
+def dice(a, b):
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def sample_ct():
+    return load_image(CT_VOLUME)
+
+
+@pytest.fixture(scope="module")
+def sample_result(sample_ct):
+    return segment(sample_ct.data, spacing=sample_ct.geometry.spacing, affine=sample_ct.geometry.affine_ras(), device="cpu")
+
+
+# ---- shipped model ------------------------------------------------------------------------------
+def test_sample_ct_liver_dice(sample_ct, sample_result):
+    gt = load_image(CT_LIVER).data > 0
+    result = sample_result
+    assert result.labels.shape == sample_ct.data.shape and result.labels.dtype == np.uint8
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    assert dice(result.labels >= 1, gt) > 0.85
+    voxel_ml = np.prod(sample_ct.geometry.spacing) / 1000
+    assert result.volumes_ml["liver"] == pytest.approx((result.labels >= 1).sum() * voxel_ml, rel=1e-3)
+    assert abs(result.volumes_ml["liver"] - gt.sum() * voxel_ml) / (gt.sum() * voxel_ml) < 0.2
+    assert result.names == {1: "liver", 2: "tumour"}
+
+
+def test_phantom_liver_dice():
+    volume, labels, spacing = make_ct_phantom(seed=1)
+    result = segment(volume, spacing=spacing, device="cpu")
+    assert dice(result.labels >= 1, labels >= 1) > 0.80
+
+
+def test_single_slice_gives_areas(sample_ct):
+    gt = load_image(CT_LIVER).data > 0
+    z = int(np.argmax(gt.sum(axis=(1, 2))))
+    result = segment(sample_ct.data[z], spacing=sample_ct.geometry.spacing[1:], device="cpu")
+    assert result.labels.shape == sample_ct.data.shape[1:]
+    assert result.volumes_ml == {} and result.areas_cm2["liver"] > 0
+
+
+def test_orientation_is_undone_voxel_for_voxel(sample_ct, sample_result):
+    """The same scan stored transposed and flipped (with its affine) gives the same labels, moved alike."""
+    data, affine = sample_ct.data, sample_ct.geometry.affine_ras()
+    stored = np.ascontiguousarray(np.flip(np.transpose(data, (0, 2, 1)), 1))
+    # index (z, a, b) of stored = index (z, b, n-1-a)... build the affine that keeps world positions
+    ny = data.shape[2]
+    m = np.eye(4)
+    m[:, :] = 0
+    m[0, 0] = 1  # z -> z
+    m[2, 1] = 1  # stored axis 1 -> original x index, flipped
+    m[2, 3] = ny - 1
+    m[2, 1] = -1
+    m[1, 2] = 1  # stored axis 2 -> original y index
+    m[3, 3] = 1
+    new_affine = affine @ m
+    spacing = (sample_ct.geometry.spacing[0], sample_ct.geometry.spacing[2], sample_ct.geometry.spacing[1])
+    perm, flips = canonical_orientation(new_affine, 3)
+    assert perm == (0, 2, 1)
+    moved = segment(stored, spacing=spacing, affine=new_affine, device="cpu").labels
+    back = np.transpose(np.flip(moved, 1), (0, 2, 1))
+    assert dice(back >= 1, sample_result.labels >= 1) > 0.97
+
+
+# ---- input checks and cancellation ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "volume, spacing, match",
+    [
+        (np.full((4, 16, 16), np.nan, np.float32), (1, 1, 1), "NaN"),
+        (np.zeros((2, 4, 16, 16), np.int16), (1, 1, 1, 1), "2-D slice or a 3-D"),
+        (np.zeros((4, 16, 16), np.int16), (1, 1), "spacing has 2 values"),
+        (np.zeros((4, 16, 16), np.int16), (1, 0, 1), "positive"),
+    ],
+)
+def test_bad_input_is_refused(volume, spacing, match):
+    with pytest.raises(MedaiError, match=match):
+        segment(volume, spacing=spacing, device="cpu")
+
+
+def test_cancel_stops_the_job():
+    volume, _, spacing = make_ct_phantom(seed=2, shape=(8, 64, 64))
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(CancelledError):
+        segment(volume, spacing=spacing, device="cpu", should_stop=should_stop)
+
+
+# ---- post-processing -----------------------------------------------------------------------------
+def test_postprocess_keeps_largest_component_with_its_tumour():
+    labels = np.zeros((6, 40, 40), np.uint8)
+    labels[1:5, 5:20, 5:20] = 1  # liver
+    labels[1:5, 10:15, 18:30] = 2  # tumour bulging out of the liver: part of the same component
+    labels[2:4, 32:36, 32:36] = 1  # a small false-positive island
+    labels[2:3, 1:3, 35:38] = 2  # tumour outside the liver
+    out = postprocess(labels)
+    assert out[2, 33, 33] == 0 and out[2, 2, 36] == 0
+    assert out[2, 12, 25] == 2 and out[2, 7, 7] == 1
+    assert (out == 2).sum() == (labels[1:5, 10:15, 18:30] == 2).sum()
+
+
+def test_postprocess_fills_holes_per_slice_and_handles_empty():
+    labels = np.zeros((3, 30, 30), np.uint8)
+    labels[:, 5:25, 5:25] = 1
+    labels[1, 12:16, 12:16] = 0  # a hole in the middle slice
+    out = postprocess(labels)
+    assert np.all(out[1, 12:16, 12:16] == 1)
+    assert postprocess(np.zeros((3, 8, 8), np.uint8)).sum() == 0
+    assert postprocess(labels[1]).sum() == 400  # 2-D works too
+
+
+# ---- user models ----------------------------------------------------------------------------------
+def _threshold_model(path):
+    import torch
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x):  # windowed [0,1] input; HU > 60 -> label 1
+            return torch.cat([0.5 - x, x - 0.5, torch.full_like(x, -10.0)], 1) * 10
+
+    torch.jit.script(Threshold()).save(str(path))
+    return path
+
+
+def _block_volume():
+    volume = np.full((6, 48, 48), -100, np.int16)
+    volume[1:5, 10:30, 12:40] = 120
+    volume[2, 40:44, 40:44] = 120  # small island removed by post-processing
+    return volume
+
+
+def test_torchscript_user_model(tmp_path):
+    path = _threshold_model(tmp_path / "threshold.ts")
+    result = segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(path), device="cpu")
+    expected = np.zeros((6, 48, 48), bool)
+    expected[1:5, 10:30, 12:40] = True
+    assert dice(result.labels == 1, expected) > 0.97
+    assert result.labels[2, 42, 42] == 0
+    assert result.volumes_ml["liver"] == pytest.approx(expected.sum() * 2.0 / 1000, rel=0.05)
+
+
+def test_not_torchscript_is_refused(tmp_path):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(MedaiError, match="not a TorchScript"):
+        segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bad), device="cpu")
+
+
+def test_monai_bundle_with_state_dict(tmp_path):
+    import torch
+    from monai.networks.nets import UNet
+
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    net_def = {"_target_": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
+               "strides": [2], "num_res_units": 0}
+    config = {"network_def": net_def, "preprocessing": {"transforms": [
+        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100, "a_max": 200, "b_min": 0, "b_max": 1}]}}
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    net = UNet(**{k: v for k, v in net_def.items() if k != "_target_"})
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    result = segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bundle), device="cpu")
+    assert result.labels.shape == (6, 48, 48) and result.names == {1: "liver"}
+    (bundle / "configs" / "inference.json").write_text(json.dumps({**config, "network_def": {**net_def, "channels": "@chans"}}))
+    from napari_medai.segmentation import core
+
+    core._CACHE.clear()
+    with pytest.raises(MedaiError, match="model.ts"):
+        segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bundle), device="cpu")
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+def _oblique_nifti(path, data_xyz, spacing=(0.9, 1.1, 4.0)):
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing)
+    affine[:3, 3] = (-120.5, 33.25, -400.0)
+    nib.save(nib.Nifti1Image(data_xyz, affine), path)
+    return affine
+
+
+def test_cli_keeps_the_affine_of_an_oblique_anisotropic_volume(tmp_path, capsys):
+    volume, _, _ = make_ct_phantom(seed=3, shape=(12, 64, 80))
+    source = tmp_path / "oblique.nii.gz"
+    affine = _oblique_nifti(source, np.transpose(volume, (2, 1, 0)))
+    out = tmp_path / "labels.nii.gz"
+    assert main(["segment", str(source), "-o", str(out), "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    written = nib.load(str(out))
+    assert written.shape == (80, 64, 12)
+    np.testing.assert_allclose(written.affine, affine, atol=1e-4)
+    labels = np.asarray(written.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    assert doc["volumes_ml"]["liver"] == pytest.approx((labels >= 1).sum() * 0.9 * 1.1 * 4.0 / 1000, rel=1e-3)
+    assert doc["model"]["name"] == "liver-tumor-ct" and "Research use only" in doc["notice"]
+
+
+def test_cli_refuses_rgb_and_picture_outputs(tmp_path, capsys):
+    from PIL import Image
+
+    rgb = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(rgb)
+    assert main(["segment", str(rgb), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "RGB" in capsys.readouterr().err
+    assert main(["segment", str(CT_VOLUME), "-o", str(tmp_path / "x.png")]) == 2
+    assert "PNG" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_cli_torchscript_model(tmp_path, capsys):
+    model = _threshold_model(tmp_path / "threshold.ts")
+    source = tmp_path / "block.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(_block_volume(), (2, 1, 0)), np.diag([1.0, 1.0, 2.0, 1.0])), source)
+    out = tmp_path / "block_labels.nii.gz"
+    assert main(["segment", str(source), "-o", str(out), "--model", str(model), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"]["name"] == "threshold.ts"
+    assert np.asarray(nib.load(str(out)).dataobj).sum() == 4 * 20 * 28
+
+
+def _write_labels(path, labels, affine=np.eye(4)):
+    nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)).astype(np.uint8), affine), path)
+
+
+def test_evaluate_json(tmp_path, capsys):
+    gt = np.zeros((4, 20, 20), np.uint8)
+    gt[:, 5:15, 5:15] = 1
+    gt[:, 8:10, 8:10] = 2
+    pred = gt.copy()
+    pred[:, 5:15, 5:10] = 0  # half the liver missed
+    _write_labels(tmp_path / "gt.nii.gz", gt, np.diag([2.0, 2.0, 3.0, 1.0]))
+    _write_labels(tmp_path / "pred.nii.gz", pred, np.diag([2.0, 2.0, 3.0, 1.0]))
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "pred.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["labels"]["liver"]["dice"] == pytest.approx(dice(pred == 1, gt == 1))
+    assert doc["labels"]["tumour"]["dice"] == pytest.approx(0.0)
+    assert doc["whole_liver"]["dice"] == pytest.approx(2 * 200 / (400 + 200))
+    assert doc["labels"]["liver"]["gt_ml"] == pytest.approx((gt == 1).sum() * 12 / 1000)
+    _write_labels(tmp_path / "moved.nii.gz", pred, np.diag([2.0, 2.0, 3.5, 1.0]))
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "moved.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz")]) == 2
+    assert "affine" in capsys.readouterr().err
+    _write_labels(tmp_path / "small.nii.gz", pred[:, :10], np.diag([2.0, 2.0, 3.0, 1.0]))
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "small.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz")]) == 2
+    assert "shapes differ" in capsys.readouterr().err
+
+
+# ---- training smoke -------------------------------------------------------------------------------
+def _msd(root, n=3):
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    cases = []
+    for i in range(n):
+        v, l, sp = make_ct_phantom(seed=10 + i, shape=(12, 48, 48), spacing=(3.0, 4.0, 4.0))
+        affine = np.diag([sp[2], sp[1], sp[0], 1.0])
+        nib.save(nib.Nifti1Image(np.transpose(v, (2, 1, 0)), affine), root / f"imagesTr/c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.transpose(l, (2, 1, 0)), affine), root / f"labelsTr/c{i}.nii.gz")
+        cases.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "CT"}, "training": cases,
+                                                   "labels": {"0": "background", "1": "liver", "2": "tumour"}}))
+    return root
+
+
+@pytest.mark.parametrize("arch", ["unet2d", "segresnet"])
+def test_train_smoke_resume_and_use(tmp_path, capsys, arch):
+    data = _msd(tmp_path / "msd")
+    out = tmp_path / "run"
+    argv = ["train", "segment", "--data", str(data), "--arch", arch, "--epochs", "1", "--max-iterations", "2",
+            "--roi", "32", "-o", str(out), "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["epochs_run"] == 1 and doc["train_cases"] == 2 and doc["val_cases"] == 1
+    assert 0.0 <= doc["best_val_dice"] <= 1.0
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["task"] == "segmentation" and "research use only" in card["intended_use"].lower()
+    argv[argv.index("--epochs") + 1] = "2"
+    assert main(argv + ["--resume", str(out / "checkpoint_last.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["history"][-1]["epoch"] == 2
+    target = tmp_path / "seg.nii.gz"
+    source = data / "imagesTr" / "c0.nii.gz"
+    assert main(["segment", str(source), "-o", str(target), "--model", str(out / "model"), "--json"]) == 0
+    assert nib.load(str(target)).shape == nib.load(str(source)).shape
+
+
+def test_train_refuses_bad_folder(tmp_path, capsys):
+    assert main(["train", "segment", "--data", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
+    assert "dataset.json" in capsys.readouterr().err
+
+
+# ---- widget ---------------------------------------------------------------------------------------
+def test_widget_runs_and_updates_with_undo(make_napari_viewer, monkeypatch, sample_ct):
+    monkeypatch.setenv("NAPARI_MEDAI_SYNC", "1")
+    from napari_medai.segmentation.widget import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample_ct.data, name="ct", **sample_ct.geometry.layer_kwargs())
+    widget = SegmentationWidget(viewer)
+    assert widget.layer_box.currentText() == "ct"
+    widget.run()
+    result_layer = viewer.layers["ct segmentation"]
+    gt = load_image(CT_LIVER).data > 0
+    assert dice(np.asarray(result_layer.data) >= 1, gt) > 0.85
+    np.testing.assert_allclose(result_layer.scale, image.scale)
+    np.testing.assert_allclose(result_layer.affine.affine_matrix, image.affine.affine_matrix)
+    prov = result_layer.metadata["napari_medai"]
+    assert prov["tool"] == "segmentation" and prov["model"]["name"] == "liver-tumor-ct"
+    assert "ml" in widget.volumes.text()
+    # edit, then re-run: same layer, updated in place, and the update can be undone
+    result_layer.data[0] = 7
+    widget.run()
+    assert len([l for l in viewer.layers if l.name.startswith("ct segmentation")]) == 1
+    assert np.asarray(result_layer.data).max() <= 2
+    result_layer.undo()
+    assert np.asarray(result_layer.data)[0].max() == 7
