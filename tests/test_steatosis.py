@@ -153,6 +153,17 @@ def test_index_from_two_rois_and_contract():
     np.testing.assert_allclose(r3.probabilities, r.probabilities, atol=1e-6)
 
 
+def test_liver_echo_and_index_echo_features():
+    from napari_medai.steatosis.features import classical_features, feature_names, liver_echo
+
+    crops = np.stack([np.full((28, 28), 100.0), np.full((28, 28), 50.0)])
+    crops[0, :14] = 60.0  # mean 80
+    np.testing.assert_allclose(liver_echo(crops), np.log([80.0, 50.0]))
+    X = classical_features(crops, [1.5, 0.9], "index+echo")
+    np.testing.assert_allclose(X, [[np.log(1.5), np.log(80.0)], [np.log(0.9), np.log(50.0)]])
+    assert feature_names("index+echo") == ["log_hepatorenal_index", "log_liver_echo"]
+
+
 def test_no_roi_warns_and_refusals():
     from napari_medai import grade_steatosis
 
@@ -220,7 +231,7 @@ def test_shipped_model_reproduces_its_card(shared_data):
     d = read_csv(shared_data / "steatosis" / "labels.csv")
     res = cross_validate(d, "classical", n_folds=5, seed=0, n_boot=20, log=lambda *a: None)
     shipped = card.metrics["all_candidates_and_baselines"]
-    for name in ("index", "glcm", "index+glcm"):
+    for name in ("index", "glcm", "index+glcm", "index+echo"):
         for key in ("balanced_accuracy", "steatosis_auc"):
             assert res["candidates"][name]["folds"][key]["mean"] == pytest.approx(shipped[name][key]["mean"], abs=0.01)
     assert shipped["index"]["steatosis_auc"]["mean"] > 0.9

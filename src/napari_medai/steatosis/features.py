@@ -112,14 +112,30 @@ class LinearClassifier:
 
 
 def classical_features(crops, hri: Optional[Sequence[float]], use: str) -> np.ndarray:
-    """Feature matrix for ``use`` in {"glcm", "index", "index+glcm"}; the index enters as log(HRI)."""
+    """Feature matrix for ``use`` in {"glcm", "index", "index+glcm", "index+echo"}; the index enters as
+    log(HRI), the liver echo level as log(mean grey level) of the crop."""
     parts = []
     if "glcm" in use:
         parts.append(glcm_features_batch(crops))
     if "index" in use:
         h = np.asarray(hri, dtype=np.float64).reshape(-1, 1)
         parts.append(np.log(np.clip(h, 1e-3, None)))
+    if "echo" in use:
+        parts.append(liver_echo(crops).reshape(-1, 1))
     return np.concatenate(parts, axis=1)
+
+
+def liver_echo(crops) -> np.ndarray:
+    """log of the mean liver grey level (0-255 frame scale) of each crop: the absolute echo level.
+
+    Together with the hepatorenal index it separates liver and kidney echogenicity. It depends on
+    scanner gain, depth and time-gain compensation: valid only for frames acquired like the training
+    data (one scanner, fixed presets).
+    """
+    if len(crops) == 0:
+        return np.zeros(0)
+    m = np.array([float(np.asarray(c, dtype=np.float64).mean()) for c in crops])
+    return np.log(np.clip(m, 1.0, None))
 
 
 def feature_names(use: str) -> list:
@@ -128,4 +144,6 @@ def feature_names(use: str) -> list:
         names += glcm_feature_names()
     if "index" in use:
         names.append("log_hepatorenal_index")
+    if "echo" in use:
+        names.append("log_liver_echo")
     return names

@@ -5,6 +5,7 @@ Used by ``napari-medai train steatosis``. Candidates compared under the same fol
 - ``glcm``: GLCM texture + first-order statistics of the liver crop, logistic regression;
 - ``index``: log hepatorenal index alone, logistic regression (needs the index);
 - ``index+glcm``: both (the paper's classical baseline with the index);
+- ``index+echo``: log index + log mean liver grey level (liver and kidney echo levels apart);
 - ``<deep>``: the texture network (``cnn`` or ``se-irv2``) on the crop alone;
 - ``<deep>+index`` / ``<deep>+index+glcm``: the network fused with the index model (product of experts).
 
@@ -140,6 +141,7 @@ def cross_validate(data: SteatosisData, model_type: str = "cnn", n_folds: int = 
     if logh is not None:
         X["index"] = logh
         X["index+glcm"] = np.concatenate([feats_glcm, logh], axis=1)
+        X["index+echo"] = classical_features(data.crops, data.hri, "index+echo")
     x_input = None
     if deep:
         from .preprocess import model_input
@@ -161,7 +163,7 @@ def cross_validate(data: SteatosisData, model_type: str = "cnn", n_folds: int = 
                               x_input=x_input[tr], should_stop=should_stop)
             p = net_proba(state, None, model_type, arch_params, preprocess, x_input=x_input[te])
             preds[model_type] = p
-            for use in ("index", "index+glcm"):
+            for use in ("index", "index+glcm", "index+echo"):
                 if use in preds:
                     preds[f"{model_type}+{use}"] = poe(p, preds[use], prior)
         preds["glcm+index (fused)"] = poe(preds["glcm"], preds["index"], prior) if "index" in preds else None
