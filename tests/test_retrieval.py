@@ -25,6 +25,20 @@ from napari_medai.retrieval.metrics import (
 SIZE = 48
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The CNN tests use tiny batches: one thread is faster, and far faster on a busy CPU."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def shape_image(kind: str, shift: int = 0, size: int = SIZE, value: int = 200) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     c = size // 2 + shift
@@ -256,9 +270,9 @@ def test_cli_build_query_evaluate_json(case_folder, tmp_path, capsys):
 
 # ---------------------------------------------------------------- shipped embedder on real data
 FIGSHARE_LIBRARY = {  # image ids, in blocks of consecutive ids (slices of the same patients)
-    "glioma": range(2300, 2330),
-    "meningioma": range(400, 430),
-    "pituitary": range(1200, 1230),
+    "glioma": range(2300, 2320),
+    "meningioma": range(400, 420),
+    "pituitary": range(1200, 1220),
 }
 FIGSHARE_QUERIES = {"glioma": (2700, 2900), "meningioma": (100, 600), "pituitary": (1500, 1700)}
 
@@ -273,7 +287,7 @@ def test_shipped_embedder_on_real_figshare(shared_data):
     entries = [CaseEntry(str(root / c / f"{i}.jpg"), c) for c, ids in FIGSHARE_LIBRARY.items() for i in ids
                if (root / c / f"{i}.jpg").exists()]
     lib = CaseLibrary.build(entries, embedder=emb)
-    assert len(lib) == 90
+    assert len(lib) == 60
     for c, ids in FIGSHARE_QUERIES.items():
         img = np.asarray(Image.open(root / c / f"{ids[0]}.jpg"))
         hits = lib.query(img, k=5)

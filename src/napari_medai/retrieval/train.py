@@ -193,6 +193,7 @@ def export_embedder(
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     wfile = out / "model.safetensors"
     save_file(state, str(wfile), metadata={"name": out.name})
+    wfile.chmod(0o644)
     card = {
         "name": out.name,
         "version": version,
