@@ -204,7 +204,7 @@ def _composite(crop, hri):
     return img
 
 
-@pytest.mark.parametrize("patient,grade", [(4, 0), (3, 0), (26, 3), (19, 3)])
+@pytest.mark.parametrize("patient,grade", [(4, 0), (3, 0), (26, 3), (40, 3)])
 def test_clear_patients_get_their_grade(shared_data, patient, grade):
     from napari_medai import grade_steatosis
     from napari_medai.steatosis.data import read_csv
