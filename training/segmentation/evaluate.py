@@ -23,7 +23,7 @@ import torch
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
-from napari_medai.segmentation.core import segment
+from napari_medai.segmentation.core import canonical_orientation, segment, to_canonical
 
 HERE = Path(__file__).resolve().parent
 CT = HERE.parents[1].parent / "shared" / "data" / "ct"
@@ -47,10 +47,19 @@ def main():
         ("ircadb07", CT / "ircadb-07/ircadb01_07_ct.nii.gz", CT / "ircadb-07/ircadb01_07_label.nii.gz", None),
         ("totalseg_example_sm", CT / "totalseg-example/example_ct_sm.nii.gz", CT / "totalseg-example/example_seg.nii.gz", 5),
         ("sample_ct", CT_VOLUME, CT_LIVER, None),
+        ("totalseg_example_dicom", CT / "totalseg-example/example_ct_dicom", CT / "totalseg-example/example_seg_dicom.nii.gz", 5),
     ]
     for name, img, lab, value in cases:
         a, b = load_image(img), load_image(lab)
         gt = (b.data == value) if value else (b.data > 0)
+        if not np.allclose(a.geometry.affine_ras(), b.geometry.affine_ras(), atol=1e-2):
+            # same voxels stored in another axis order / direction: compare in the canonical frame
+            pa, fa = canonical_orientation(a.geometry.affine_ras(), 3)
+            pb, fb = canonical_orientation(b.geometry.affine_ras(), 3)
+            gt_c = to_canonical(gt, pb, fb)
+            assert gt_c.shape == to_canonical(a.data, pa, fa).shape
+            from napari_medai.segmentation.core import from_canonical
+            gt = from_canonical(gt_c, pa, fa)
         t = time.perf_counter()
         r = segment(a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model, device="cpu")
         sec = time.perf_counter() - t

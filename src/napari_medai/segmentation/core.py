@@ -28,7 +28,8 @@ from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
 DEFAULT_MODEL = "liver-tumor-ct"
 DEFAULT_SPEC = {"window_hu": [-40.0, 160.0], "size": [128, 128], "axes": "slice-wise axial"}
 LIVER_NAMES = {1: "liver", 2: "tumour"}
-BATCH_SIZES = (32, 8, 1)
+BATCH_SIZES = (32, 8, 1)  # slices per batch on a GPU (halved on out-of-memory, then the CPU)
+CPU_BATCH_SIZES = (8, 1)  # on the CPU: small batches keep Cancel responsive (< 1 s)
 _CACHE: dict = {}
 
 
@@ -323,7 +324,7 @@ def _scores_to_labels(scores):
     return scores.argmax(1).to(torch.uint8)
 
 
-def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress, should_stop) -> np.ndarray:
+def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress, should_stop, notes=None) -> np.ndarray:
     """Slice-wise 2-D inference on a canonical (z, y, x) [0, 1] volume; returns uint8 labels."""
     import torch
     import torch.nn.functional as F
@@ -366,10 +367,10 @@ def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choi
                 progress(j, nz)
         return labels
 
-    return run_with_oom_fallback(run, choice, sizes=list(sizes), notify=lambda m: None)
+    return run_with_oom_fallback(run, choice, sizes=list(sizes), notify=(notes if notes is not None else []).append)
 
 
-def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice, sizes, progress, should_stop) -> np.ndarray:
+def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice, sizes, progress, should_stop, notes=None) -> np.ndarray:
     """Volumetric inference with a sliding window (3-D models)."""
     import torch
     import torch.nn.functional as F
@@ -407,7 +408,8 @@ def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice,
                 scores = F.interpolate(scores, size=shape, mode="trilinear", align_corners=False)
             return _scores_to_labels(scores)[0].cpu().numpy()
 
-    return run_with_oom_fallback(run, choice, sizes=[max(1, s // 8) for s in sizes][:2] or [1], notify=lambda m: None)
+    return run_with_oom_fallback(run, choice, sizes=sorted({max(1, s // 8) for s in sizes}, reverse=True),
+                                 notify=(notes if notes is not None else []).append)
 
 
 # ------------------------------------------------------------------------------------ post-processing
@@ -490,12 +492,14 @@ def segment(
     canon = to_canonical(vol3, perm if array.ndim == 3 else (0, 1, 2), flips)
     sp_canon = tuple(sp3[p] for p in perm) if array.ndim == 3 else sp3
     data01 = window01(canon, _spec_window(lm.spec))
+    notes: list = []
+    sizes = CPU_BATCH_SIZES if choice.kind == "cpu" else BATCH_SIZES
     if lm.dims == 2:
-        labels = _predict_slices(lm, data01, sp_canon[1:], choice, BATCH_SIZES, progress, should_stop)
+        labels = _predict_slices(lm, data01, sp_canon[1:], choice, sizes, progress, should_stop, notes)
     else:
         if array.ndim == 2:
             raise MedaiError(f"model {getattr(lm.card, 'name', lm.card)} is a 3-D model; give a volume, not a single slice")
-        labels = _predict_volume(lm, data01, sp_canon, choice, BATCH_SIZES, progress, should_stop)
+        labels = _predict_volume(lm, data01, sp_canon, choice, sizes, progress, should_stop, notes)
     check_stop(should_stop)
     if postprocessing and lm.postprocess:
         labels = postprocess(labels)
@@ -505,5 +509,5 @@ def segment(
     volumes, areas = _measure(labels, spacing, lm.names)
     return SegmentationResult(
         labels=labels.astype(np.uint8), names=dict(lm.names), volumes_ml=volumes, model=lm.card,
-        device=choice.name, seconds=time.perf_counter() - start, spacing=spacing, areas_cm2=areas,
+        device=choice.name, seconds=time.perf_counter() - start, spacing=spacing, areas_cm2=areas, notes=notes,
     )
