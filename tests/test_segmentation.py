@@ -293,9 +293,10 @@ def test_train_smoke_resume_and_use(tmp_path, capsys, arch):
     assert 0.0 <= doc["best_val_dice"] <= 1.0
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["task"] == "segmentation" and "research use only" in card["intended_use"].lower()
-    argv[argv.index("--epochs") + 1] = "2"
-    assert main(argv + ["--resume", str(out / "checkpoint_last.pt")]) == 0
-    assert json.loads(capsys.readouterr().out)["history"][-1]["epoch"] == 2
+    if arch == "unet2d":  # resuming is architecture-independent: check it once
+        argv[argv.index("--epochs") + 1] = "2"
+        assert main(argv + ["--resume", str(out / "checkpoint_last.pt")]) == 0
+        assert json.loads(capsys.readouterr().out)["history"][-1]["epoch"] == 2
     target = tmp_path / "seg.nii.gz"
     source = data / "imagesTr" / "c0.nii.gz"
     assert main(["segment", str(source), "-o", str(target), "--model", str(out / "model"), "--json"]) == 0
