@@ -116,7 +116,7 @@ class CNNEmbedder(Embedder):
 
         net = self._load()
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))[:, None].to(self._torch_device)
+            x = torch.from_numpy(np.array(batch, dtype=np.float32, order="C"))[:, None].to(self._torch_device)
             z, _ = net(x)
         return z.float().cpu().numpy()
 
@@ -126,7 +126,7 @@ class CNNEmbedder(Embedder):
 
         net = self._load()
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))[:, None].to(self._torch_device)
+            x = torch.from_numpy(np.array(batch, dtype=np.float32, order="C"))[:, None].to(self._torch_device)
             _, logits = net(x)
         return logits.softmax(1).float().cpu().numpy()
 

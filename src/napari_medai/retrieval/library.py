@@ -238,6 +238,16 @@ def _thumbnail_png(prepared: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _grow(view: np.ndarray, buf: Optional[np.ndarray], new: np.ndarray):
+    """Append ``new`` to ``view`` (a prefix of ``buf``); returns (new view, buffer)."""
+    n, m = len(view), len(new)
+    if buf is None or view.base is not buf or n + m > len(buf):
+        buf = np.empty((max(n + m, 2 * len(view), 1024),) + view.shape[1:], view.dtype)
+        buf[:n] = view
+    buf[n : n + m] = new
+    return buf[: n + m], buf
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -255,6 +265,7 @@ class CaseLibrary:
         self.created = _now()
         self.path: Optional[Path] = None
         self._vectors = np.empty((0, self.embedder.dim), np.float32)
+        self._vbuf = self._ibuf = self._abuf = None
         self._ids = np.empty(0, np.int64)
         self._alive = np.empty(0, bool)
         self._meta: dict[int, dict] = {}
@@ -382,9 +393,10 @@ class CaseLibrary:
         vecs = np.ascontiguousarray(vecs, np.float32)
         if vecs.ndim != 2 or vecs.shape[1] != self.embedder.dim:
             raise MedaiError(f"descriptors of size {vecs.shape[-1]} do not fit this library ({self.embedder.dim})")
-        self._vectors = np.concatenate([self._vectors, vecs]) if len(self._vectors) else vecs.copy()
-        self._ids = np.concatenate([self._ids, ids])
-        self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
+        # amortised growth: buffers double, so building in small batches stays linear
+        self._vectors, self._vbuf = _grow(self._vectors, self._vbuf, vecs)
+        self._ids, self._ibuf = _grow(self._ids, self._ibuf, ids)
+        self._alive, self._abuf = _grow(self._alive, self._abuf, np.ones(len(ids), bool))
         if self._index is not None:
             wanted = self._wanted_index()
             if wanted == self._index_used and wanted != "numpy":
