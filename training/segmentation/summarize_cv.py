@@ -1,46 +1,78 @@
-"""Aggregate the CV folds: per-fold Dice (pooled over the fold's held-out slices) as mean ± sd over folds,
-and per-patient Dice as mean ± sd over the 16 held-out patients.
+"""Aggregate the CV folds from their saved weights, with the inference decision rule of the package.
 
-  python training/segmentation/summarize_cv.py --tag v2_ [--out results/cv_v2.json]
+  python training/segmentation/summarize_cv.py --tag v3_ [--out results/cv_v3.json]
+
+For each fold, the held-out patients' slices (128x128 cache) are segmented with argmax and with the
+"region" rule of napari_medai.segmentation.core (organ = p(liver)+p(tumour) > p(background), tumour
+inside it where p(tumour) > p(liver)). Reports per-fold Dice pooled over the fold's slices as mean ± sd
+over folds (never the best fold), and per-patient Dice as mean ± sd over the 16 held-out patients.
+Liver = labels 1+2 (whole organ). No post-processing (single slices, no 3-D context).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train2d import build, dice  # noqa: E402
+
+from napari_medai.segmentation.core import _scores_to_labels  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tag", default="v2_")
+    ap.add_argument("--tag", default="v3_")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    folds = [json.loads((HERE / "runs" / f"{args.tag}fold{k}" / "result.json").read_text()) for k in range(args.folds)]
-    liver = np.array([f["liver_dice"] for f in folds])
-    tumour = np.array([f["tumour_dice"] for f in folds])
-    per = {int(v): d for f in folds for v, d in f["per_volume"].items()}
-    pl = np.array([d["liver"] for d in per.values()])
-    pt = np.array([d["tumour"] for d in per.values() if d["tumour_px"] >= 500])
-    res = {
-        "folds": [{k: f[k] for k in ("fold", "val_volumes", "iterations", "seconds", "liver_dice", "tumour_dice")} for f in folds],
-        "fold_liver_dice_mean_sd": [float(liver.mean()), float(liver.std(ddof=1))],
-        "fold_tumour_dice_mean_sd": [float(tumour.mean()), float(tumour.std(ddof=1))],
-        "patient_liver_dice_mean_sd_min": [float(pl.mean()), float(pl.std(ddof=1)), float(pl.min())],
-        "patient_tumour_dice_mean_sd_n (patients with >= 500 tumour px at 128x128)": [float(pt.mean()), float(pt.std(ddof=1)), int(len(pt))] if len(pt) > 1 else None,
-        "per_patient": per,
-        "note": "Dice at 128x128 on held-out LiTS slices (every 2nd liver slice + 1 liver-free slice above/below); "
-                "liver = labels 1+2.",
-    }
-    text = json.dumps(res, indent=1)
-    print(json.dumps({k: v for k, v in res.items() if k != "per_patient"}, indent=1))
+    torch.set_num_threads(2)
+    from safetensors.torch import load_file
+
+    d = np.load(HERE / "cache" / "lits_128.npz")
+    x, y, vol = d["x"], d["y"], d["vol"]
+    res = {"folds": [], "per_patient": {}}
+    for k in range(args.folds):
+        run = HERE / "runs" / f"{args.tag}fold{k}"
+        meta = json.loads((run / "result.json").read_text())
+        va = np.isin(vol, meta["val_volumes"])
+        net = build()
+        net.load_state_dict(load_file(str(run / "weights.safetensors")))
+        net.eval()
+        with torch.no_grad():
+            scores = torch.cat([net(torch.from_numpy(x[va][i:i + 32, None])) for i in range(0, int(va.sum()), 32)])
+        gt, vv = y[va], vol[va]
+        fold = {"fold": k, "val_volumes": meta["val_volumes"], "iterations": meta["iterations"], "seconds": meta["seconds"]}
+        for rule in ("argmax", "region"):
+            p = _scores_to_labels(scores, rule).numpy()
+            fold[f"liver_{rule}"] = dice(p >= 1, gt >= 1)
+            fold[f"tumour_{rule}"] = dice(p == 2, gt == 2)
+            for v in meta["val_volumes"]:
+                m = vv == v
+                rec = res["per_patient"].setdefault(int(v), {"tumour_px": int((gt[m] == 2).sum())})
+                rec[f"liver_{rule}"] = dice(p[m] >= 1, gt[m] >= 1)
+                rec[f"tumour_{rule}"] = dice(p[m] == 2, gt[m] == 2)
+        res["folds"].append(fold)
+        print(json.dumps(fold), flush=True)
+    for rule in ("argmax", "region"):
+        for cls in ("liver", "tumour"):
+            a = np.array([f[f"{cls}_{rule}"] for f in res["folds"]])
+            res[f"fold_{cls}_{rule}_mean_sd"] = [round(float(a.mean()), 4), round(float(a.std(ddof=1)), 4)]
+        pl = np.array([r[f"liver_{rule}"] for r in res["per_patient"].values()])
+        pt = np.array([r[f"tumour_{rule}"] for r in res["per_patient"].values() if r["tumour_px"] >= 500])
+        res[f"patient_liver_{rule}_mean_sd_min"] = [round(float(pl.mean()), 4), round(float(pl.std(ddof=1)), 4), round(float(pl.min()), 4)]
+        res[f"patient_tumour_{rule}_mean_sd_n"] = [round(float(pt.mean()), 4), round(float(pt.std(ddof=1)), 4), int(len(pt))] if len(pt) > 1 else None
+    res["note"] = ("Dice at 128x128 on held-out LiTS slices (every 2nd liver slice + 1 liver-free slice above/below), "
+                   "liver = labels 1+2; per-patient tumour Dice only for patients with >= 500 tumour pixels at 128x128.")
+    print(json.dumps({k: v for k, v in res.items() if k not in ("per_patient", "folds")}, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        Path(args.out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

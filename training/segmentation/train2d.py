@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 SCALE_RANGE = 1.5  # zoom factor range [1/1.5, 1.5] (v1: 1.25)
-TUMOUR_OVERSAMPLE = 3.0  # v1: 2
-CLASS_WEIGHTS = (1.0, 1.0, 3.0)  # v1: none, per-sample Dice (tumour collapsed to 0)
+TUMOUR_OVERSAMPLE = 4.0  # v1: 2, v2: 3
+CLASS_WEIGHTS = (1.0, 1.0, 6.0)  # CE weights. v1: none, per-sample Dice; v2: 3, batch Dice (tumour stayed 0)
 ARCH = dict(spatial_dims=2, in_channels=1, out_channels=3, channels=(16, 32, 64, 128, 256),
             strides=(2, 2, 2, 2), num_res_units=2)
 
@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--native-eval", action="store_true", help="CV Dice at the native 512x512 masks (else at --size)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--tag", default="v2_")
+    ap.add_argument("--tag", default="v3_")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -169,7 +169,7 @@ def main() -> None:
     w = np.where(y[tr].reshape(tr.sum(), -1).max(1) == 2, TUMOUR_OVERSAMPLE, 1.0)
     w = torch.from_numpy(w / w.sum())
     net = build()
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=torch.tensor(CLASS_WEIGHTS))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False, weight=torch.tensor(CLASS_WEIGHTS))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.fold + 1)
     budget = args.minutes * 60
