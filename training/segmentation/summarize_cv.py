@@ -27,7 +27,8 @@ from napari_medai.segmentation.core import _scores_to_labels  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tag", default="v3_")
+    ap.add_argument("--tag", default="v3_", help="tumour-model runs (or the single model without --organ-tag)")
+    ap.add_argument("--organ-tag", default=None, help="organ-model runs: evaluate the cascade organ + tumour (as shipped)")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -41,13 +42,27 @@ def main():
         run = HERE / "runs" / f"{args.tag}fold{k}"
         meta = json.loads((run / "result.json").read_text())
         va = np.isin(vol, meta["val_volumes"])
-        net = build()
-        net.load_state_dict(load_file(str(run / "weights.safetensors")))
+        if args.organ_tag:
+            from napari_medai.segmentation.networks import build_network
+
+            unet = {"arch": "unet2d", "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128, 256],
+                    "strides": [2, 2, 2, 2], "num_res_units": 2}
+            net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet})
+            organ_run = HERE / "runs" / f"{args.organ_tag}fold{k}"
+            organ_meta = json.loads((organ_run / "result.json").read_text())
+            assert organ_meta["val_volumes"] == meta["val_volumes"]
+            net.organ.load_state_dict(load_file(str(organ_run / "weights.safetensors")))
+            net.tumour.load_state_dict(load_file(str(run / "weights.safetensors")))
+        else:
+            net = build()
+            net.load_state_dict(load_file(str(run / "weights.safetensors")))
         net.eval()
         with torch.no_grad():
             scores = torch.cat([net(torch.from_numpy(x[va][i:i + 32, None])) for i in range(0, int(va.sum()), 32)])
         gt, vv = y[va], vol[va]
         fold = {"fold": k, "val_volumes": meta["val_volumes"], "iterations": meta["iterations"], "seconds": meta["seconds"]}
+        if args.organ_tag:
+            fold["organ_iterations"] = organ_meta["iterations"]
         for rule in ("argmax", "region"):
             p = _scores_to_labels(scores, rule).numpy()
             fold[f"liver_{rule}"] = dice(p >= 1, gt >= 1)

@@ -149,6 +149,10 @@ def main() -> None:
     ap.add_argument("--synth", type=float, default=0.0, help="probability of synthetic lesions per tumour-free liver slice")
     ap.add_argument("--native-eval", action="store_true", help="CV Dice at the native 512x512 masks (else at --size)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe", choices=["v1", "v3"], default="v3",
+                    help="v1: per-sample DiceCE, zoom 1.25, tumour slices x2 (the organ model of the cascade); "
+                         "v3: batch Dice without background, CE weights 1/1/6, zoom 1.5, tumour slices x4 (the tumour model)")
+    ap.add_argument("--iters", type=int, default=0, help="iteration budget (overrides --minutes; reproducible under CPU contention)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tag", default="v3_")
     args = ap.parse_args()
@@ -166,10 +170,16 @@ def main() -> None:
     tr = ~va
     xt, yt = torch.from_numpy(x[tr, None]), torch.from_numpy(y[tr, None].astype(np.float32))
     # oversample tumour slices x2
-    w = np.where(y[tr].reshape(tr.sum(), -1).max(1) == 2, TUMOUR_OVERSAMPLE, 1.0)
+    global SCALE_RANGE
+    if args.recipe == "v1":
+        SCALE_RANGE = 1.25
+    w = np.where(y[tr].reshape(tr.sum(), -1).max(1) == 2, 2.0 if args.recipe == "v1" else TUMOUR_OVERSAMPLE, 1.0)
     w = torch.from_numpy(w / w.sum())
     net = build()
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False, weight=torch.tensor(CLASS_WEIGHTS))
+    if args.recipe == "v1":
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=1.0, lambda_dice=1.0)
+    else:
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False, weight=torch.tensor(CLASS_WEIGHTS))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.fold + 1)
     budget = args.minutes * 60
@@ -177,9 +187,9 @@ def main() -> None:
     it, losses = 0, []
     while True:
         el = time.time() - t0
-        if el > budget:
+        if (args.iters and it >= args.iters) or (not args.iters and el > budget):
             break
-        frac = el / budget
+        frac = it / args.iters if args.iters else el / budget
         lr = args.lr * (min(1.0, (it + 1) / 50)) * 0.5 * (1 + math.cos(math.pi * frac))
         for pg in opt.param_groups:
             pg["lr"] = lr
@@ -199,7 +209,7 @@ def main() -> None:
         it += 1
         if it % 100 == 0:
             print(f"it {it} t {el:.0f}s lr {lr:.2e} loss {np.mean(losses[-100:]):.4f}", flush=True)
-    res = {"config": {k: getattr(args, k) for k in ("size", "crop", "synth", "bs", "lr", "native_eval")}, "fold": args.fold, "val_volumes": val_ids.tolist(), "iterations": it,
+    res = {"config": {k: getattr(args, k) for k in ("size", "crop", "synth", "bs", "lr", "native_eval", "recipe", "iters")}, "fold": args.fold, "val_volumes": val_ids.tolist(), "iterations": it,
            "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-100:]))}
     if va.any():
         if args.native_eval:

@@ -436,12 +436,39 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def postprocess(labels: np.ndarray) -> np.ndarray:
-    """Largest 3-D connected liver component (tumour counts as liver), tumour only inside it, per-slice
-    hole filling (holes become liver). Works on 2-D slices too."""
+def _drop_extrahepatic_tumour(labels: np.ndarray, min_liver_contact: float) -> np.ndarray:
+    """Remove tumour components whose surrounding shell is mostly not liver (masses next to the liver,
+    e.g. the extra-hepatic mass of 3D-IRCADb patient 7, which the region rule otherwise adds to the organ)."""
+    from scipy import ndimage
+
+    tumour = labels == 2
+    comps, n = ndimage.label(tumour)
+    if n == 0:
+        return labels
+    out = labels.copy()
+    for index, box in enumerate(ndimage.find_objects(comps), start=1):
+        box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        comp = comps[box] == index
+        shell = ndimage.binary_dilation(comp) & ~comp
+        ring = labels[box][shell]
+        contact = float(np.count_nonzero(ring == 1)) / max(1, ring.size)
+        if contact < min_liver_contact:
+            out[box][comp] = 0
+    return out
+
+
+def postprocess(labels: np.ndarray, min_liver_contact: float = 0.5) -> np.ndarray:
+    """Clean-up of liver (1) / tumour (2) labels, 2-D or 3-D.
+
+    Tumour components whose surrounding shell is less than ``min_liver_contact`` liver are removed;
+    then the largest connected component of liver + tumour is kept (tumour counts as liver), tumour
+    only inside it, and holes are filled slice by slice (holes become liver).
+    """
     from scipy import ndimage
 
     labels = np.asarray(labels)
+    if min_liver_contact > 0:
+        labels = _drop_extrahepatic_tumour(labels, min_liver_contact)
     organ = largest_component(labels > 0)
     if labels.ndim == 3:
         filled = np.stack([ndimage.binary_fill_holes(s) for s in organ]) if organ.any() else organ

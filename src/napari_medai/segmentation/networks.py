@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import MedaiError
 
 ARCHS = ("unet2d", "unet3d", "vnet", "basicunetplusplus", "segresnet", "dynunet")
-ARCH_DIMS = {"unet2d": 2, "unet3d": 3, "vnet": 3, "basicunetplusplus": 3, "segresnet": 3, "dynunet": 3}
+ARCH_DIMS = {"cascade2d": 2, "unet2d": 2, "unet3d": 3, "vnet": 3, "basicunetplusplus": 3, "segresnet": 3, "dynunet": 3}
 
 
 def default_arch_params(arch: str, in_channels: int = 1, out_channels: int = 3) -> dict:
@@ -25,6 +25,31 @@ def default_arch_params(arch: str, in_channels: int = 1, out_channels: int = 3) 
     return base
 
 
+def _cascade(arch_params: dict):
+    """Two 2-D networks: ``organ`` (background / liver / tumour, used for the liver+tumour region) and
+    ``tumour`` (used inside the organ for tumour vs liver). Returns log-probabilities of 3 classes:
+    p(bg) = p_organ(bg), p(liver) = (1 - p(bg)) * q(liver), p(tumour) = (1 - p(bg)) * q(tumour), with
+    q the tumour network's liver/tumour split; the region rule then reads organ and tumour off them."""
+    import torch
+
+    organ = build_network(arch_params["organ"])
+    tumour = build_network(arch_params["tumour"])
+
+    class Cascade(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.organ, self.tumour = organ, tumour
+
+        def forward(self, x):
+            po = torch.softmax(self.organ(x).float(), 1)
+            pt = torch.softmax(self.tumour(x).float(), 1)
+            fg = 1.0 - po[:, :1]
+            split = pt[:, 1:] / (pt[:, 1:].sum(1, keepdim=True) + 1e-6)
+            return torch.log(torch.cat([po[:, :1], fg * split], 1) + 1e-6)
+
+    return Cascade()
+
+
 def build_network(arch_params: dict):
     """A torch module from a card's ``arch_params`` (``arch`` + the MONAI constructor's arguments)."""
     import torch
@@ -32,6 +57,8 @@ def build_network(arch_params: dict):
 
     params = dict(arch_params)
     arch = params.pop("arch", "unet2d")
+    if arch == "cascade2d":
+        return _cascade(params)
     if arch not in ARCHS:
         raise MedaiError(f"model card names architecture '{arch}'; supported: {', '.join(ARCHS)}")
     dims = ARCH_DIMS[arch]
