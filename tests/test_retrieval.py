@@ -262,6 +262,14 @@ def test_cli_build_query_evaluate_json(case_folder, tmp_path, capsys):
     assert doc["folds"] == 2 and set(doc["summary"]["per_class"]) == {"disc", "square"}
     assert 0.0 <= doc["summary"]["overall"]["mAP"]["mean"] <= 1.0
     assert "P@2" in doc["summary"]["per_class"]["disc"] and "R@2" in doc["summary"]["per_class"]["disc"]
+    # train embedder (1 epoch smoke run), then build with it
+    emb_dir = tmp_path / "my-embedder"
+    assert main(["train", "embedder", str(case_folder), "-o", str(emb_dir), "--epochs", "1", "--size", "32",
+                 "--batch-size", "8", "--no-mixed-precision", "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cases"] == 8 and doc["classes"] == ["disc", "square"] and (emb_dir / "model.safetensors").exists()
+    assert main(["retrieve", "build", str(case_folder), "-o", str(tmp_path / "c.medlib"), "--embedder", str(emb_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["embedder"] == "my-embedder"
     # refused input: one error line, exit 2
     assert main(["retrieve", "query", str(tmp_path / "missing.medlib"), str(q)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -54,6 +54,7 @@ def register(groups) -> None:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--no-mixed-precision", action="store_true", help="train in float32 (default: bf16 autocast where supported)")
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=run_train)
@@ -161,6 +162,7 @@ def run_train(args) -> int:
     net, arch, hist = train_embedder(
         x, y, n_classes=len(classes), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         seed=args.seed, threads=args.threads, device=args.device, log=log,
+        mixed_precision=not args.no_mixed_precision,
     )
     out = export_embedder(
         net, arch, Path(args.output), classes=classes, size=args.size,
