@@ -124,6 +124,8 @@ def make_client(scheduler: Optional[str], workers: Optional[int], connect_timeou
     gpus = [d for d in available_devices() if d.startswith("cuda")]
     n_workers = workers or (len(gpus) or min(2, os.cpu_count() or 1))
     # One process per worker, one job at a time each: models are not thread-safe and a GPU takes one job.
+    # Each worker gets its share of the cores for torch/numba, so workers do not oversubscribe the CPU.
+    threads = str(max(1, (os.cpu_count() or 1) // n_workers))
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
@@ -131,6 +133,8 @@ def make_client(scheduler: Optional[str], workers: Optional[int], connect_timeou
         dashboard_address=None,
         resources={"GPU": 1} if gpus else None,
         silence_logs=40,
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads,
+             "OMP_WAIT_POLICY": "PASSIVE"},
     )
     return Client(cluster), cluster
 
