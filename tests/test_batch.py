@@ -106,3 +106,31 @@ def test_unreachable_scheduler_is_one_line(tmp_path, cohort):
     with pytest.raises(MedaiError, match="cannot reach the Dask scheduler"):
         run_batch("enhance", [str(cohort / "case0.png")], tmp_path / "x", scheduler="tcp://127.0.0.1:1",
                   connect_timeout="2s")
+
+
+def test_retrieve_build_in_parallel_matches_the_serial_build(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from napari_medai.cli.main import main
+    from napari_medai.retrieval.library import CaseLibrary
+
+    rng = np.random.default_rng(3)
+    for label, offset in (("bright", 120), ("dark", 0)):
+        folder = tmp_path / "cases" / label
+        folder.mkdir(parents=True)
+        for i in range(5):
+            iio.imwrite(folder / f"{label}{i}.png", (rng.random((48, 48)) * 100 + offset).astype(np.uint8))
+    (tmp_path / "cases" / "dark" / "broken.png").write_bytes(b"\x89PNG broken")
+    code = main(["retrieve", "build", str(tmp_path / "cases"), "-o", str(tmp_path / "par.medlib"),
+                 "--embedder", "raw-pixels", "--workers", "2", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1  # one case could not be read: reported, the rest built
+    assert document["cases"] == 10 and [f["path"].endswith("broken.png") for f in document["failed"]] == [True]
+    parallel = CaseLibrary.load(tmp_path / "par.medlib")
+    good = [p for p in sorted((tmp_path / "cases").rglob("*.png")) if p.name != "broken.png"]
+    serial = CaseLibrary(embedder="raw-pixels")
+    serial.add_images([iio.imread(p) for p in good], [p.parent.name for p in good], paths=[str(p) for p in good])
+    query = iio.imread(good[0])
+    hits_parallel = [(h.label, round(h.distance, 5)) for h in parallel.query(query, k=10)]
+    hits_serial = [(h.label, round(h.distance, 5)) for h in serial.query(query, k=10)]
+    assert hits_parallel == hits_serial and hits_parallel[0][1] == 0.0

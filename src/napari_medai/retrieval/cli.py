@@ -19,6 +19,8 @@ def register(groups) -> None:
     b.add_argument("--volumes", choices=["middle", "all"], default="middle", help="3D inputs: middle slice or one case per slice")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "numpy"], default="auto")
     b.add_argument("--device", default="auto")
+    b.add_argument("--scheduler", help="embed on this Dask cluster (tcp://host:8786) instead of in this process")
+    b.add_argument("--workers", type=int, help="embed on a local Dask cluster with N workers")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_build)
 
@@ -78,16 +80,27 @@ def run_build(args) -> int:
         raise MedaiError(f"{out} is a folder; give a library file name such as cases.medlib")
     from .embedder import get_embedder
 
-    emb = get_embedder(args.embedder, device=args.device)
-    lib = CaseLibrary.build(args.source, embedder=emb, progress=_progress(args), volumes=args.volumes, index=args.index)
+    failures = []
+    if args.scheduler or args.workers:
+        from ..batch.library import build_library
+
+        lib, failures = build_library(args.source, embedder=args.embedder, scheduler=args.scheduler,
+                                      workers=args.workers, volumes=args.volumes, index=args.index,
+                                      progress=_progress(args))
+    else:
+        emb = get_embedder(args.embedder, device=args.device)
+        lib = CaseLibrary.build(args.source, embedder=emb, progress=_progress(args), volumes=args.volumes, index=args.index)
     lib.save(out)
     doc = lib.summary()
+    doc["failed"] = [{"path": path, "error": error} for path, error in failures]
     if args.json:
         emit_json(doc)
     else:
         print(f"library {out}: {doc['cases']} cases {doc['labels']} (embedder {doc['embedder']})")
+        for failure in doc["failed"]:
+            print(f"  skipped (unreadable): {failure['path']}: {failure['error']}")
         print("Research use only - not a medical device.")
-    return 0
+    return 1 if failures else 0
 
 
 def run_query(args) -> int:

@@ -253,6 +253,43 @@ def _now() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+def embed_planes(embedder: Embedder, items) -> tuple[np.ndarray, list[dict]]:
+    """Descriptors and case records for ``(CaseEntry, slice, plane)`` items."""
+    prepared = np.stack([embedder.prepare(p) for _, _, p in items])
+    vecs = embedder.embed_prepared(prepared).astype(np.float32)
+    metas = [
+        {
+            "label": str(e.label),
+            "path": str(e.path),
+            "patient_id": None if e.patient_id in (None, "") else str(e.patient_id),
+            "slice": sl,
+            "roi": e.roi,
+            "thumbnail": _thumbnail_png(prep),
+        }
+        for (e, sl, _), prep in zip(items, prepared)
+    ]
+    return vecs, metas
+
+
+def embed_entries(entries: Sequence[CaseEntry], embedder: Embedder, volumes: str = "middle"):
+    """Read and embed cases; returns ``(vectors, records, failures)``. A file that cannot be read
+    becomes a failure ``(path, message)`` instead of stopping the others (used by parallel builds)."""
+    from ..io.readers import load_image
+
+    items, failures = [], []
+    for e in entries:
+        try:
+            img = load_image(e.path)
+            for sl, plane in select_planes(img.data, img.rgb, e.slice_index, volumes):
+                items.append((CaseEntry(e.path, e.label, e.patient_id, sl, e.roi), sl, crop_roi(plane, e.roi)))
+        except MedaiError as exc:
+            failures.append((str(e.path), str(exc)))
+    if not items:
+        return np.empty((0, embedder.dim), np.float32), [], failures
+    vecs, metas = embed_planes(embedder, items)
+    return vecs, metas, failures
+
+
 class CaseLibrary:
     """Labelled cases with descriptors; exact or HNSW nearest-neighbour search."""
 
@@ -371,22 +408,22 @@ class CaseLibrary:
         if not items:
             return []
         check_stop(should_stop)
-        prepared = np.stack([self.embedder.prepare(p) for _, _, p in items])
-        vecs = self.embedder.embed_prepared(prepared).astype(np.float32)
-        ids = list(range(self._next_id, self._next_id + len(items)))
-        self._next_id += len(items)
+        vecs, metas = embed_planes(self.embedder, items)
+        return self.add_records(vecs, metas)
+
+    def add_records(self, vectors: np.ndarray, metas: Sequence[dict]) -> list[int]:
+        """Add descriptors made elsewhere by this library's embedder (e.g. on Dask workers), with their
+        case records (label, path, patient_id, slice, roi, thumbnail), as :func:`embed_planes` returns."""
+        if len(vectors) != len(metas):
+            raise MedaiError(f"{len(vectors)} descriptors but {len(metas)} case records")
+        if not len(metas):
+            return []
+        ids = list(range(self._next_id, self._next_id + len(metas)))
+        self._next_id += len(metas)
         added = _now()
-        for cid, (e, sl, _), prep in zip(ids, items, prepared):
-            self._meta[cid] = {
-                "label": str(e.label),
-                "path": str(e.path),
-                "patient_id": None if e.patient_id in (None, "") else str(e.patient_id),
-                "slice": sl,
-                "roi": e.roi,
-                "thumbnail": _thumbnail_png(prep),
-                "added": added,
-            }
-        self._append_vectors(vecs, np.asarray(ids, np.int64))
+        for cid, meta in zip(ids, metas):
+            self._meta[cid] = {**meta, "added": added}
+        self._append_vectors(np.asarray(vectors, np.float32), np.asarray(ids, np.int64))
         return ids
 
     def _append_vectors(self, vecs: np.ndarray, ids: np.ndarray) -> None:
