@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--cv", default=None, help="results/cv_*.json from summarize_cv.py")
     ap.add_argument("--external", default=None, help="results/external_*.json from evaluate.py")
     ap.add_argument("--version", default="1.0")
+    ap.add_argument("--region", default="organ", choices=["organ", "union"],  # union: see card metrics
+                    help="organ region from the organ network only, or from either network")
     args = ap.parse_args()
     DEST.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import load_file, save_file
@@ -63,7 +65,7 @@ def main():
         "version": args.version,
         "task": "segmentation",
         "architecture": "MONAI UNet 2D (slice-wise), organ + tumour cascade",
-        "arch_params": ARCH_PARAMS,
+        "arch_params": {**ARCH_PARAMS, "region": args.region},
         "input_spec": {"window_hu": [-40, 160], "size": [128, 128], "axes": "slice-wise axial",
                        "orientation": "radiological (rows anterior->posterior, columns patient right->left)",
                        "field_of_view": "each slice padded to a square in mm, then resized to 128x128",

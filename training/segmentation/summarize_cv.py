@@ -28,6 +28,7 @@ from napari_medai.segmentation.core import _scores_to_labels  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="v3_", help="tumour-model runs (or the single model without --organ-tag)")
+    ap.add_argument("--region", default="organ", choices=["organ", "union"])
     ap.add_argument("--organ-tag", default=None, help="organ-model runs: evaluate the cascade organ + tumour (as shipped)")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--out", default=None)
@@ -47,7 +48,7 @@ def main():
 
             unet = {"arch": "unet2d", "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128, 256],
                     "strides": [2, 2, 2, 2], "num_res_units": 2}
-            net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet})
+            net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet, "region": args.region})
             organ_run = HERE / "runs" / f"{args.organ_tag}fold{k}"
             organ_meta = json.loads((organ_run / "result.json").read_text())
             assert organ_meta["val_volumes"] == meta["val_volumes"]

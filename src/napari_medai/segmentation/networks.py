@@ -34,6 +34,7 @@ def _cascade(arch_params: dict):
 
     organ = build_network(arch_params["organ"])
     tumour = build_network(arch_params["tumour"])
+    union = arch_params.get("region", "organ") == "union"  # organ region = either network's foreground
 
     class Cascade(torch.nn.Module):
         def __init__(self):
@@ -44,8 +45,10 @@ def _cascade(arch_params: dict):
             po = torch.softmax(self.organ(x).float(), 1)
             pt = torch.softmax(self.tumour(x).float(), 1)
             fg = 1.0 - po[:, :1]
+            if union:
+                fg = torch.maximum(fg, 1.0 - pt[:, :1])
             split = pt[:, 1:] / (pt[:, 1:].sum(1, keepdim=True) + 1e-6)
-            return torch.log(torch.cat([po[:, :1], fg * split], 1) + 1e-6)
+            return torch.log(torch.cat([1.0 - fg, fg * split], 1) + 1e-6)
 
     return Cascade()
 
