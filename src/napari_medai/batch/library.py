@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import MedaiError
-from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
+from ..runtime.progress import Progress, ShouldStop, callbacks
 
 
 def embed_chunk(entries, embedder_spec: Optional[str], volumes: str) -> dict:
@@ -36,31 +36,18 @@ def build_library(
     Case ids follow the order of ``source``, as in a serial build.
     """
     from ..retrieval.library import CaseLibrary, entries_from_source
-    from .runner import make_client
+    from .runner import cluster_client, completed
 
     progress, should_stop = callbacks(progress, should_stop)
     library = CaseLibrary(embedder, index=index)
     entries = entries_from_source(source)
     chunks = [entries[i : i + chunk] for i in range(0, len(entries), chunk)]
-    client, cluster = make_client(scheduler, workers)
-    failures: list = []
-    try:
+    results: list = [None] * len(chunks)
+    with cluster_client(scheduler, workers) as client:
         futures = [client.submit(embed_chunk, part, embedder, volumes, pure=False) for part in chunks]
-        results = [None] * len(futures)
-        position = {future.key: i for i, future in enumerate(futures)}
-        from distributed import as_completed
-
-        for done, future in enumerate(as_completed(futures), start=1):
-            results[position[future.key]] = future.result()
-            progress(done, len(futures))
-            if should_stop():
-                for pending in futures:
-                    pending.cancel()
-                check_stop(should_stop)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        for position, result in completed(futures, progress, should_stop):
+            results[position] = result
+    failures: list = []
     for result in results:
         if result["embedder_sha256"] != library.embedder.sha256:
             raise MedaiError("a worker used other embedder weights than this process; install the same "

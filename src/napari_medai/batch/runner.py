@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -10,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import MedaiError
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
@@ -139,6 +140,32 @@ def make_client(scheduler: Optional[str], workers: Optional[int], connect_timeou
     return Client(cluster), cluster
 
 
+@contextlib.contextmanager
+def cluster_client(scheduler: Optional[str], workers: Optional[int], connect_timeout: str = "10s") -> Iterator:
+    """A Dask client for the duration of a job; an embedded cluster is shut down afterwards."""
+    client, cluster = make_client(scheduler, workers, connect_timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def completed(futures: list, progress: Progress, should_stop: ShouldStop) -> Iterator[tuple[int, Any]]:
+    """Yield ``(position, result)`` as tasks finish, reporting progress; Cancel drops the pending ones."""
+    from distributed import as_completed
+
+    position = {future.key: i for i, future in enumerate(futures)}
+    for done, future in enumerate(as_completed(futures), start=1):
+        yield position[future.key], future.result()
+        progress(done, len(futures))
+        if should_stop():
+            for pending in futures:
+                pending.cancel()
+            check_stop(should_stop)
+
+
 def run_batch(
     tool: str,
     inputs: Sequence[str],
@@ -173,22 +200,17 @@ def run_batch(
     started = time.perf_counter()
     progress(0, len(todo))
     if todo:
-        client, cluster = make_client(scheduler, workers, connect_timeout)
-        try:
-            from distributed import as_completed
-
-            summary.workers = len(client.scheduler_info().get("workers", {}))
+        with cluster_client(scheduler, workers, connect_timeout) as client:
+            workers_info = client.scheduler_info().get("workers", {})
+            summary.workers = len(workers_info)
             summary.scheduler = scheduler or "LocalCluster"
-            resources = {"GPU": 1} if any(
-                w.get("resources", {}).get("GPU") for w in client.scheduler_info().get("workers", {}).values()
-            ) else None
+            resources = {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers_info.values()) else None
             futures = [
                 client.submit(run_task, tool, path, str(out), params, pure=False, key=f"{tool}-{i}-{Path(path).name}",
                               resources=resources)
                 for i, path in enumerate(todo)
             ]
-            for done, future in enumerate(as_completed(futures), start=1):
-                row = future.result()
+            for _, row in completed(futures, progress, should_stop):
                 summary.rows.append(row)
                 if row["status"] == "ok":
                     manifest[row["input"]] = {
@@ -199,15 +221,6 @@ def run_batch(
                         "row": row,
                     }
                     _write_json_atomic(out / MANIFEST, manifest)  # resumable after a crash or Ctrl-C
-                progress(done, len(todo))
-                if should_stop():
-                    for pending in futures:
-                        pending.cancel()
-                    check_stop(should_stop)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     summary.seconds = time.perf_counter() - started
     _write_summary(out, summary)
     return summary
