@@ -1,5 +1,6 @@
 """Readers, writers and geometry: real files from ../shared/data and synthetic oblique volumes."""
 
+import os
 
 import nibabel as nib
 import numpy as np
@@ -177,3 +178,15 @@ def test_gigantic_header_is_refused_before_allocating(tmp_path, monkeypatch):
         handle.write(image.header.binaryblock + b"\x00" * 4)
     with pytest.raises(MedaiError, match="would need about"):
         load_image(path)
+
+
+def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = save_image(tmp_path / "x.nii.gz", np.zeros((3, 4, 5), np.uint8), Geometry.identity(3))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.nii.gz"]  # no temporary file left beside it

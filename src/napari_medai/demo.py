@@ -19,10 +19,11 @@ import numpy as np
 from .runtime.provenance import RESEARCH_NOTICE
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    total = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+def _dice(a: np.ndarray, b: np.ndarray):
+    from .segmentation.core import dice
+
+    value = dice(a, b)
+    return None if value is None else round(value, 4)
 
 
 # ---------------------------------------------------------------------------------------- tool steps
@@ -94,10 +95,10 @@ def demo_segmentation(out: Path, shots: list) -> dict:
                                       (result.labels, {"name": "labels", **ct.geometry.layer_kwargs()}, "labels")]))
     return {
         "outputs": ["segmentation_ct.nii.gz"],
-        "ct_liver_dice_vs_totalsegmentator": round(_dice(result.labels >= 1, truth == 1), 4),
+        "ct_liver_dice_vs_totalsegmentator": _dice(result.labels >= 1, truth == 1),
         "ct_volumes_ml": {k: round(float(v), 1) for k, v in result.volumes_ml.items()},
-        "phantom_liver_dice": round(_dice(phantom.labels >= 1, labels >= 1), 4),
-        "phantom_tumour_dice": round(_dice(phantom.labels == 2, labels == 2), 4),
+        "phantom_liver_dice": _dice(phantom.labels >= 1, labels >= 1),
+        "phantom_tumour_dice": _dice(phantom.labels == 2, labels == 2),
     }
 
 

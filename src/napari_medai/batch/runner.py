@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import MedaiError
+from ..io.writers import atomic_output
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
 from .tasks import TASKS, run_task
 
@@ -98,9 +99,8 @@ def _load_manifest(out_dir: Path) -> dict:
 
 
 def _write_json_atomic(path: Path, document) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(document, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, default=str))
 
 
 def _is_done(entry: Optional[dict], input_sha: Optional[str], key: str) -> bool:
@@ -234,10 +234,8 @@ def _write_summary(out: Path, summary: BatchSummary) -> None:
     _write_json_atomic(out / "summary.json", document)
     columns = ["input", "status", "seconds", "outputs", "error"]
     extra = sorted({k for r in summary.rows for k in r} - set(columns) - {"traceback", "tool"})
-    tmp = out / ".summary.csv.part"
-    with open(tmp, "w", newline="") as handle:
+    with atomic_output(out / "summary.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns + extra, extrasaction="ignore")
         writer.writeheader()
         for row in summary.rows:
             writer.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()})
-    os.replace(tmp, out / "summary.csv")

@@ -6,10 +6,11 @@ cancelled job never leaves a half-written output. Writing over an input is refus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -18,6 +19,28 @@ from .geometry import Geometry
 from .readers import NIFTI_SUFFIXES, suffix_of
 
 WRITABLE = (*NIFTI_SUFFIXES, ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@contextlib.contextmanager
+def atomic_output(path: "str | os.PathLike", suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it into place, on any failure remove it.
+
+    So a crash, an error or a Cancel never leaves a half-written file at ``path``. ``suffix`` keeps a
+    meaningful extension on the temporary file for writers that choose their format from it.
+    """
+    path = Path(path)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_output_path(out_path: "str | os.PathLike", inputs: Iterable["str | os.PathLike"] = ()) -> Path:
@@ -61,10 +84,7 @@ def save_image(
     out = check_output_path(out_path, inputs)
     suffix = suffix_of(out)
     data = np.asarray(data)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".part{suffix}", dir=out.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out, suffix) as tmp:
         if suffix in NIFTI_SUFFIXES:
             _write_nifti(tmp, data, geometry)
         elif suffix in (".tif", ".tiff"):
@@ -77,10 +97,6 @@ def save_image(
             if data.ndim - (1 if rgb else 0) != 2:
                 raise MedaiError(f"{out.name}: PNG/JPEG hold 2-D images only; write volumes as .nii.gz or .tif")
             iio.imwrite(str(tmp), to_uint8(data), extension=suffix)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -20,8 +20,6 @@ import csv
 import io
 import os
 import sqlite3
-import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -653,9 +651,9 @@ class CaseLibrary:
         if path.is_dir():
             raise MedaiError(f"{path} is a folder; give a file name such as cases.medlib")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".medlib-", suffix=".tmp", dir=str(path.parent))
-        os.close(fd)
-        try:
+        from ..io.writers import atomic_output
+
+        with atomic_output(path, ".medlib") as tmp:
             con = sqlite3.connect(tmp)
             with con:
                 con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -697,13 +695,6 @@ class CaseLibrary:
                 )
                 con.executemany("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.path = path
         return path
 

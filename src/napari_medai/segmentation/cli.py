@@ -132,14 +132,12 @@ def run_evaluate(args) -> int:
         data = label_image.data
         if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
             raise MedaiError(f"the {which} holds non-integer values; give a label image")
+    from .core import dice
+
     p, g = np.asarray(pred.data).astype(np.int64), np.asarray(gt.data).astype(np.int64)
     voxel_ml = float(np.prod(gt.geometry.spacing)) / 1000.0
     values = sorted(int(v) for v in set(np.unique(p)) | set(np.unique(g)) if v != 0)
     names = {1: "liver", 2: "tumour"} if set(values) <= {1, 2} else {}
-
-    def dice(a, b):
-        s = int(a.sum()) + int(b.sum())
-        return None if s == 0 else 2.0 * int((a & b).sum()) / s
 
     per_label = {}
     for v in values:

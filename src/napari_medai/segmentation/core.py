@@ -424,6 +424,13 @@ def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice,
 
 
 # ------------------------------------------------------------------------------------ post-processing
+def dice(prediction: np.ndarray, truth: np.ndarray) -> Optional[float]:
+    """Dice coefficient of two masks; ``None`` when both are empty (undefined, not perfect)."""
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    total = int(prediction.sum()) + int(truth.sum())
+    return None if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected component (face connectivity) of a boolean mask; empty stays empty."""
     from scipy import ndimage

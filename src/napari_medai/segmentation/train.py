@@ -169,7 +169,7 @@ def train_msd(
 
     from ..runtime.device import resolve_device
     from ..runtime.registry import sha256_of
-    from .core import LoadedModel, _predict_slices, _predict_volume, postprocess
+    from .core import LoadedModel, _predict_slices, _predict_volume
     from .networks import ARCH_DIMS, build_network, default_arch_params
 
     progress, should_stop = callbacks(progress, should_stop)

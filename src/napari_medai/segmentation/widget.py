@@ -8,7 +8,6 @@ when a job runs). Research use only, not a medical device.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (
