@@ -167,6 +167,7 @@ def train_msd(
     from monai.losses import DiceCELoss
     from safetensors.torch import save_file
 
+    from ..io.writers import atomic_output
     from ..runtime.device import resolve_device
     from ..runtime.registry import sha256_of
     from .core import LoadedModel, _predict_slices, _predict_volume
@@ -302,7 +303,8 @@ def train_msd(
             best = mean
             model_dir = out / "model"
             model_dir.mkdir(exist_ok=True)
-            save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(model_dir / "weights.safetensors"))
+            with atomic_output(model_dir / "weights.safetensors", ".safetensors") as tmp:
+                save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
             card = {
                 "name": f"{out.name}-{arch}", "version": f"epoch{epoch + 1}", "task": "segmentation",
                 "architecture": f"MONAI {arch}", "arch_params": params, "input_spec": spec,
@@ -316,9 +318,10 @@ def train_msd(
             (model_dir / "MODEL_CARD.md").write_text(
                 f"# {card['name']}\n\nResearch use only - not a medical device.\n\n{card['training_data']}; "
                 f"best validation mean Dice {mean:.4f} at epoch {epoch + 1}.\n")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
-                    "arch_params": json.dumps(params, sort_keys=True), "history": json.dumps(history)},
-                   str(out / "checkpoint_last.pt"))
+        # Atomic: --resume must never find a half-written checkpoint after a kill or Ctrl-C.
+        with atomic_output(out / "checkpoint_last.pt", ".pt") as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
+                        "arch_params": json.dumps(params, sort_keys=True), "history": json.dumps(history)}, str(tmp))
         (out / "log.json").write_text(json.dumps(history, indent=1))
         if stopped_early:
             break
