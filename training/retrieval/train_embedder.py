@@ -45,6 +45,7 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--save-emb", action="store_true", help="save library/query descriptors to cache/emb_fold<K>_<tag>.npz")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -67,8 +68,12 @@ def main(argv=None):
     if te.any():
         names = dict(enumerate(CLASSES))
         for tta in (False, True):
-            zl, _ = embed_array(net, x[tr], tta=tta)
+            zl, pl = embed_array(net, x[tr], tta=tta)
             zq, pq = embed_array(net, x[te], tta=tta)
+            if a.save_emb:  # descriptors for post-hoc ranking studies (query expansion, DBA)
+                (HERE / "cache").mkdir(exist_ok=True)
+                np.savez(HERE / "cache" / f"emb_fold{a.fold}_{a.tag or 'run'}{'_tta' if tta else ''}.npz",
+                         zl=zl, yl=y[tr], pl=pl, zq=zq, yq=y[te], pq=pq)
             m = retrieval_metrics(zq, y[te], zl, y[tr], k=10)
             res = {"overall": m["overall"], "per_class": {names[int(k)]: v for k, v in m["per_class"].items()},
                    "classifier_acc": float((pq.argmax(1) == y[te]).mean())}

@@ -27,16 +27,18 @@ def main():
     ap.add_argument("--cv", default=None, help="results/cv_*.json from summarize_cv.py")
     ap.add_argument("--external", default=None, help="results/external_*.json from evaluate.py")
     ap.add_argument("--version", default="1.0")
+    ap.add_argument("--dest", default=str(DEST), help="model folder to write (default: the packaged liver-tumor-ct)")
     ap.add_argument("--region", default="organ", choices=["organ", "union"],  # union: see card metrics
                     help="organ region from the organ network only, or from either network")
     args = ap.parse_args()
-    DEST.mkdir(parents=True, exist_ok=True)
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import load_file, save_file
 
     organ = load_file(str(Path(args.run) / "weights.safetensors"))
     tumour = load_file(str(Path(args.tumour_run) / "weights.safetensors"))
     merged = {**{f"organ.{k}": v for k, v in organ.items()}, **{f"tumour.{k}": v for k, v in tumour.items()}}
-    save_file(merged, str(DEST / "weights.safetensors"))
+    save_file(merged, str(dest / "weights.safetensors"))
     run = json.loads((Path(args.run) / "result.json").read_text())
     trun = json.loads((Path(args.tumour_run) / "result.json").read_text())
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
@@ -85,12 +87,12 @@ def main():
                         "contrast-enhanced abdominal CT for research, teaching and as a starting point for manual "
                         "correction; not for diagnosis, treatment planning or any clinical decision.",
         "weights": "weights.safetensors",
-        "sha256": sha256_of(DEST / "weights.safetensors"),
+        "sha256": sha256_of(dest / "weights.safetensors"),
         "notes": "Slice-wise 2-D model at 128x128: coarse boundaries (about 3 mm pixels), small tumours are missed. "
                  "See MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses.",
     }
-    (DEST / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(DEST, card["sha256"], (DEST / "weights.safetensors").stat().st_size)
+    (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(dest, card["sha256"], (dest / "weights.safetensors").stat().st_size)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,8 @@ def main() -> None:
                     help="v1: per-sample DiceCE, zoom 1.25, tumour slices x2 (the organ model of the cascade); "
                          "v3: batch Dice without background, CE weights 1/1/6, zoom 1.5, tumour slices x4 (the tumour model)")
     ap.add_argument("--iters", type=int, default=0, help="iteration budget (overrides --minutes; reproducible under CPU contention)")
+    ap.add_argument("--extra", default="", help="extra training caches (comma-separated names in cache/, e.g. totalseg_128), never validated on")
+    ap.add_argument("--extra-weight", type=float, default=2.0, help="sampling weight of an extra slice relative to a LiTS slice")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tag", default="v3_")
     args = ap.parse_args()
@@ -168,12 +170,18 @@ def main() -> None:
     else:
         val_ids, va = np.array([], int), np.zeros(len(vol), bool)
     tr = ~va
-    xt, yt = torch.from_numpy(x[tr, None]), torch.from_numpy(y[tr, None].astype(np.float32))
+    xtr, ytr = x[tr], y[tr]
     # oversample tumour slices x2
     global SCALE_RANGE
     if args.recipe == "v1":
         SCALE_RANGE = 1.25
-    w = np.where(y[tr].reshape(tr.sum(), -1).max(1) == 2, 2.0 if args.recipe == "v1" else TUMOUR_OVERSAMPLE, 1.0)
+    w = np.where(ytr.reshape(len(ytr), -1).max(1) == 2, 2.0 if args.recipe == "v1" else TUMOUR_OVERSAMPLE, 1.0)
+    for name in filter(None, args.extra.split(",")):
+        e = np.load(HERE / "cache" / f"{name}.npz")
+        xtr, ytr = np.concatenate([xtr, e["x"]]), np.concatenate([ytr, e["y"]])
+        w = np.concatenate([w, np.full(len(e["x"]), args.extra_weight)])
+        print(f"extra {name}: {len(e['x'])} slices", flush=True)
+    xt, yt = torch.from_numpy(xtr[:, None]), torch.from_numpy(ytr[:, None].astype(np.float32))
     w = torch.from_numpy(w / w.sum())
     net = build()
     if args.recipe == "v1":
@@ -209,7 +217,7 @@ def main() -> None:
         it += 1
         if it % 100 == 0:
             print(f"it {it} t {el:.0f}s lr {lr:.2e} loss {np.mean(losses[-100:]):.4f}", flush=True)
-    res = {"config": {k: getattr(args, k) for k in ("size", "crop", "synth", "bs", "lr", "native_eval", "recipe", "iters")}, "fold": args.fold, "val_volumes": val_ids.tolist(), "iterations": it,
+    res = {"config": {k: getattr(args, k) for k in ("size", "crop", "synth", "bs", "lr", "native_eval", "recipe", "iters", "extra", "extra_weight")}, "fold": args.fold, "val_volumes": val_ids.tolist(), "iterations": it,
            "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-100:]))}
     if va.any():
         if args.native_eval:
