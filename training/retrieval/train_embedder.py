@@ -88,7 +88,7 @@ def main(argv=None):
             training_data="figshare brain tumour MRI (Cheng et al., figshare 10.6084/m9.figshare.1512427, CC BY 4.0): "
             "all 3,064 T1-weighted contrast-enhanced slices of 233 patients (glioma 1,426, meningioma 708, pituitary 930)",
             notes=f"loss={a.loss} (cross-entropy + supervised contrastive), {a.epochs} epochs, batch {a.bs}, AdamW "
-            f"one-cycle lr {a.lr}, bf16 autocast, {minutes:.1f} min on 2 CPU threads; see MODEL_CARD.md",
+            f"one-cycle lr {a.lr}, bf16 autocast, {minutes:.1f} min on {a.threads} CPU thread(s); see MODEL_CARD.md",
             licence="CC BY 4.0 (weights derived from the CC BY 4.0 figshare data set; attribute Jun Cheng et al.)",
         )
         print(f"exported to {a.out}", flush=True)
