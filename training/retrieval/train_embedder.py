@@ -45,24 +45,36 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--unseen-class", default="", choices=["", "glioma", "meningioma", "pituitary"],
+                    help="leave this class out of training (library and queries keep it): how the descriptor "
+                         "ranks a class it never saw; the raw-pixel descriptor on the same split is the reference")
     ap.add_argument("--save-emb", action="store_true", help="save library/query descriptors to cache/emb_fold<K>_<tag>.npz")
     a = ap.parse_args(argv)
+    if a.unseen_class and (a.out or a.fold == "all"):
+        ap.error("--unseen-class is a study on one fold; it cannot export a model")
     torch.set_num_threads(a.threads)
 
     d = load_cache(128)
     x, y, folds = d["x"], d["y"], d["folds"]
     tr = np.ones(len(y), bool) if a.fold == "all" else folds != int(a.fold)
     te = ~tr
+    fit = tr.copy()
+    train_classes = list(CLASSES)
+    if a.unseen_class:
+        fit &= y != CLASSES.index(a.unseen_class)
+        train_classes.remove(a.unseen_class)
+    y_fit = np.searchsorted([CLASSES.index(c) for c in train_classes], y[fit])
     arch = {"widths": [int(v) for v in a.widths.split(",")], "embed_dim": a.embed_dim, "in_ch": 1, "dropout": 0.2}
-    print(f"fold={a.fold} train={tr.sum()} test={te.sum()} loss={a.loss} epochs={a.epochs}", flush=True)
+    print(f"fold={a.fold} train={fit.sum()} library={tr.sum()} test={te.sum()} loss={a.loss} epochs={a.epochs} "
+          f"unseen={a.unseen_class or '-'}", flush=True)
     t0 = time.time()
     net, arch, hist = train_embedder(
-        x[tr], y[tr], n_classes=len(CLASSES), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss=a.loss,
+        x[fit], y_fit, n_classes=len(train_classes), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss=a.loss,
         supcon_weight=a.supcon_weight, arch=arch, seed=a.seed, threads=a.threads, device="cpu",
         max_minutes=a.max_minutes, mixed_precision=not a.no_bf16, log=lambda r: print(json.dumps(r), flush=True),
     )
     minutes = (time.time() - t0) / 60
-    tag = a.tag or f"{a.loss}_e{a.epochs}"
+    tag = a.tag or f"{a.loss}_e{a.epochs}" + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
     out = {"fold": a.fold, "args": vars(a), "arch": arch, "train_minutes": minutes, "log": hist,
            "params": sum(p.numel() for p in net.parameters())}
     if te.any():
@@ -76,9 +88,17 @@ def main(argv=None):
                          zl=zl, yl=y[tr], pl=pl, zq=zq, yq=y[te], pq=pq)
             m = retrieval_metrics(zq, y[te], zl, y[tr], k=10)
             res = {"overall": m["overall"], "per_class": {names[int(k)]: v for k, v in m["per_class"].items()},
-                   "classifier_acc": float((pq.argmax(1) == y[te]).mean())}
+                   "classifier_acc": None if a.unseen_class else float((pq.argmax(1) == y[te]).mean())}
+            if a.unseen_class:  # reference: raw pixels (32 x 32, zero-mean, L2) on the same split
+                from napari_medai.retrieval.embedder import PixelEmbedder
+                from napari_medai.retrieval.preprocess import resize_area
+
+                raw = PixelEmbedder(32).embed_prepared(np.stack([resize_area(im.astype(np.float32), 32) for im in x]))
+                mr = retrieval_metrics(raw[te], y[te], raw[tr], y[tr], k=10)
+                res["raw_pixels"] = {"overall": mr["overall"], "per_class": {names[int(k)]: v for k, v in mr["per_class"].items()}}
             out["metrics_tta" if tta else "metrics"] = res
             print(("TTA " if tta else "") + json.dumps({"mAP": res["overall"]["mAP"], "P@10": res["overall"]["P@10"],
+                  **({"raw_unseen_mAP": round(res["raw_pixels"]["per_class"][a.unseen_class]["mAP"], 4)} if a.unseen_class else {}),
                   "acc": res["classifier_acc"], **{c: round(v["mAP"], 4) for c, v in res["per_class"].items()}}), flush=True)
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / f"fold{a.fold}_{tag}.json").write_text(json.dumps(out, indent=1))
