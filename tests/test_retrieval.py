@@ -3,6 +3,7 @@ real figshare queries, widget."""
 
 from __future__ import annotations
 
+import math
 import json
 import sqlite3
 
@@ -377,3 +378,20 @@ def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     assert len(CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[0]))) == 8
     with pytest.raises(MedaiError, match="built with embedder 'tiny-0'"):
         CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[1]))
+
+
+def test_instance_contrastive_term():
+    """The instance term is NT-Xent: supcon_loss with per-image ids; checked against the closed form."""
+    torch = pytest.importorskip("torch")
+    from napari_medai.retrieval.preprocess import prepare
+    from napari_medai.retrieval.train import supcon_loss, train_embedder
+
+    n = 4
+    base = torch.eye(8)[:n]
+    z = torch.cat([base, base])  # two identical views per image, images mutually orthogonal
+    loss = float(supcon_loss(z, torch.arange(n).repeat(2), t=0.1))
+    assert loss == pytest.approx(math.log(1 + (2 * n - 2) * math.exp(-10)), abs=2e-6)  # float32
+    x = np.stack([prepare(shape_image(k, s), 32) for k in ("disc", "square") for s in range(-4, 4)])
+    _, _, hist = train_embedder(x, np.repeat([0, 1], 8), n_classes=2, epochs=1, batch_size=8, instance_weight=0.5,
+                                arch={"widths": [4, 8, 8, 8, 8], "embed_dim": 8}, device="cpu", mixed_precision=False)
+    assert np.isfinite(hist[0]["loss"])

@@ -37,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--loss", default="ce+supcon", choices=["ce", "supcon", "ce+supcon"])
     ap.add_argument("--supcon-weight", type=float, default=1.0)
+    ap.add_argument("--instance-weight", type=float, default=0.0, help="label-free instance-contrastive term (two views)")
     ap.add_argument("--embed-dim", type=int, default=128)
     ap.add_argument("--widths", default="16,32,64,128,192")
     ap.add_argument("--threads", type=int, default=2)
@@ -70,7 +71,7 @@ def main(argv=None):
     t0 = time.time()
     net, arch, hist = train_embedder(
         x[fit], y_fit, n_classes=len(train_classes), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss=a.loss,
-        supcon_weight=a.supcon_weight, arch=arch, seed=a.seed, threads=a.threads, device="cpu",
+        supcon_weight=a.supcon_weight, instance_weight=a.instance_weight, arch=arch, seed=a.seed, threads=a.threads, device="cpu",
         max_minutes=a.max_minutes, mixed_precision=not a.no_bf16, log=lambda r: print(json.dumps(r), flush=True),
     )
     minutes = (time.time() - t0) / 60

@@ -96,6 +96,7 @@ def train_embedder(
     lr: float = 3e-3,
     loss: str = "ce+supcon",
     supcon_weight: float = 1.0,
+    instance_weight: float = 0.0,
     arch: Optional[dict] = None,
     seed: int = 0,
     threads: Optional[int] = None,
@@ -107,6 +108,10 @@ def train_embedder(
     log: Optional[Callable[[dict], None]] = None,
 ):
     """Train the embedder on prepared images x (n, s, s) float in [0, 1] with integer labels y.
+
+    ``instance_weight`` > 0 adds a label-free instance-contrastive term (SimCLR's NT-Xent: two augmented
+    views of each image are each other's only positive), so that the descriptor keeps appearance that the
+    labels do not ask for; every batch then goes through the network twice as large.
 
     Returns (net, arch dict, history list)."""
     from ..runtime.device import resolve_device
@@ -141,8 +146,11 @@ def train_embedder(
             idx = perm[s : s + batch_size]
             if len(idx) < 8:
                 continue
-            xb = augment(xt[idx], g).to(dev).contiguous(memory_format=torch.channels_last)
+            xb = augment(xt[idx], g)
             yb = yt[idx].to(dev)
+            if instance_weight > 0:  # second view of the same images
+                xb, yb = torch.cat([xb, augment(xt[idx], g)]), torch.cat([yb, yb])
+            xb = xb.to(dev).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 z, logits = net(xb)
             z, logits = z.float(), logits.float()
@@ -151,6 +159,9 @@ def train_embedder(
                 total = total + F.cross_entropy(logits, yb, weight=cw, label_smoothing=0.1)
             if "supcon" in parts:
                 total = total + supcon_weight * supcon_loss(z, yb)
+            if instance_weight > 0:
+                views = torch.arange(len(idx), device=dev).repeat(2)
+                total = total + instance_weight * supcon_loss(z, views)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
