@@ -42,6 +42,24 @@ def test_sample_ct_liver_dice(sample_ct, sample_result):
     assert result.names == {1: "liver", 2: "tumour"}
 
 
+def test_non_contrast_liver_gets_a_note(sample_result):
+    """The packaged sample CT is non-contrast (liver about 46 HU): the result must say so, not stay silent."""
+    assert len(sample_result.notes) == 1
+    assert "median is 4" in sample_result.notes[0] and "70-200 HU" in sample_result.notes[0]
+
+
+def test_contrast_note_rule():
+    from napari_medai.segmentation.core import contrast_note
+
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[:, 1:3, 1:3] = 1
+    spec = {"liver_hu_range": [70, 200]}
+    assert contrast_note(np.full(labels.shape, 110.0), labels, spec) is None
+    assert "median is 30 HU" in contrast_note(np.full(labels.shape, 30.0), labels, spec)
+    assert contrast_note(np.full(labels.shape, 30.0), labels, {}) is None  # user models without the key
+    assert contrast_note(np.full(labels.shape, 30.0), np.zeros_like(labels), spec) is None  # no liver found
+
+
 def test_phantom_liver_dice():
     """The synthetic phantom (ellipsoids, no other organs) is far from the training CTs: before
     post-processing the model finds the liver in part (measured Dice 0.39), and the largest-component
@@ -229,6 +247,7 @@ def test_cli_keeps_the_affine_of_an_oblique_anisotropic_volume(tmp_path, capsys)
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     assert doc["volumes_ml"]["liver"] == pytest.approx((labels >= 1).sum() * 0.9 * 1.1 * 4.0 / 1000, rel=1e-3)
     assert doc["model"]["name"] == "liver-tumor-ct" and "Research use only" in doc["notice"]
+    assert isinstance(doc["notes"], list)
 
 
 def test_cli_refuses_rgb_and_picture_outputs(tmp_path, capsys):
@@ -341,6 +360,7 @@ def test_widget_runs_and_updates_with_undo(make_napari_viewer, monkeypatch, samp
     prov = result_layer.metadata["napari_medai"]
     assert prov["tool"] == "segmentation" and prov["model"]["name"] == "liver-tumor-ct"
     assert "ml" in widget.volumes.text()
+    assert "Note: the segmented liver's median is" in widget.volumes.text()  # non-contrast sample CT
     # edit, then re-run: same layer, updated in place, and the update can be undone
     result_layer.data[0] = 7
     widget.run()

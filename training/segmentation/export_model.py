@@ -72,7 +72,9 @@ def main():
                        "orientation": "radiological (rows anterior->posterior, columns patient right->left)",
                        "field_of_view": "each slice padded to a square in mm, then resized to 128x128",
                        "labels": {"1": "liver", "2": "tumour"},
-                       "decision": "region"},
+                       "decision": "region",
+                       # portal-venous training data; outside this the result carries a warning note
+                       "liver_hu_range": [70, 200]},
         "training_data": "LiTS (Bilic et al., MedIA 2023): 660 axial slices of 16 patients (volumes 0, 3-5, 7-12, "
                          "14-16, 18, 22, 23), every 2nd liver slice plus one liver-free slice above and below; manual "
                          "liver/tumour labels; green channel of the distributed JPEGs = [-40, 160] HU window; 128x128. "

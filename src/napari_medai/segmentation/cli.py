@@ -102,12 +102,15 @@ def run_segment(args) -> int:
         "model": _model_record(result.model),
         "device": result.device,
         "seconds": round(result.seconds, 3),
+        "notes": list(result.notes),
         "notice": RESEARCH_NOTICE,
     }
     if args.json:
         emit_json(document)
     else:
         print(f"wrote {written}: {result.summary()}", file=sys.stdout)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

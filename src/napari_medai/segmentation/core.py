@@ -487,6 +487,24 @@ def postprocess(labels: np.ndarray, min_liver_contact: float = 0.5) -> np.ndarra
     return out
 
 
+def contrast_note(hu: np.ndarray, labels: np.ndarray, spec: dict) -> Optional[str]:
+    """A warning when the segmented liver's median HU lies outside the card's ``liver_hu_range`` (the
+    contrast phase the model was trained on). Measured: portal-venous IRCADb-07 119 HU, venous
+    TotalSegmentator DICOM 93 HU; non-contrast sample CT 46 HU, non-contrast fatty liver 24 HU, where the
+    shipped model labels 285 ml of false tumour."""
+    expected = spec.get("liver_hu_range")
+    liver = labels == 1
+    if not expected or not liver.any():
+        return None
+    lo, hi = (float(v) for v in expected)
+    median = float(np.median(np.asarray(hu)[liver]))
+    if lo <= median <= hi:
+        return None
+    return (f"the segmented liver's median is {median:.0f} HU, outside the {lo:.0f}-{hi:.0f} HU of the scans this model "
+            "was trained on (another contrast phase, or a fatty liver?): check the liver outline, and do not trust "
+            "the tumour labels without looking at them")
+
+
 def _measure(labels: np.ndarray, spacing: tuple, names: dict) -> tuple[dict, dict]:
     voxel = float(np.prod(spacing))
     counts = {}
@@ -548,6 +566,9 @@ def segment(
     check_stop(should_stop)
     if postprocessing and lm.postprocess:
         labels = postprocess(labels)
+    note = contrast_note(canon, labels, lm.spec) if lm.postprocess else None
+    if note:
+        notes.append(note)
     labels = from_canonical(labels, perm if array.ndim == 3 else (0, 1, 2), flips)
     if array.ndim == 2:
         labels = labels[0]

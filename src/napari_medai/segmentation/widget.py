@@ -137,6 +137,8 @@ class SegmentationWidget(QWidget):
 
     # ---- results ---------------------------------------------------------------------------------
     def _show(self, layer, geometry, result):
+        from napari.utils.notifications import show_warning
+
         from ..runtime.provenance import attach_provenance, make_provenance
 
         prov = make_provenance(
@@ -144,7 +146,7 @@ class SegmentationWidget(QWidget):
             model=result.model if hasattr(result.model, "sha256") else None, input_shape=result.labels.shape,
             geometry=geometry, source=layer.name,
             extra={"volumes_ml": result.volumes_ml, "areas_cm2": result.areas_cm2,
-                   "labels": {str(k): v for k, v in result.names.items()}},
+                   "labels": {str(k): v for k, v in result.names.items()}, "notes": list(result.notes)},
         )
         name = layer.name + RESULT_SUFFIX
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -161,5 +163,8 @@ class SegmentationWidget(QWidget):
             out = self.viewer.add_labels(result.labels, name=name, metadata=attach_provenance({}, prov),
                                          **geometry.layer_kwargs())
         self.last_result, self.last_layer = result, out
-        self.volumes.setText(result.summary())
+        self.volumes.setText(result.summary() + "".join(f"\nNote: {note}" for note in result.notes))
+        self.volumes.setWordWrap(True)
+        for note in result.notes:
+            show_warning(f"Segmentation: {note}")
         return out
