@@ -97,6 +97,7 @@ def demo_segmentation(out: Path, shots: list) -> dict:
         "outputs": ["segmentation_ct.nii.gz"],
         "ct_liver_dice_vs_totalsegmentator": _dice(result.labels >= 1, truth == 1),
         "ct_volumes_ml": {k: round(float(v), 1) for k, v in result.volumes_ml.items()},
+        "ct_notes": list(result.notes),
         "phantom_liver_dice": _dice(phantom.labels >= 1, labels >= 1),
         "phantom_tumour_dice": _dice(phantom.labels == 2, labels == 2),
     }
