@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,15 @@ def test_retrieve_build_in_parallel_matches_the_serial_build(tmp_path, capsys):
     hits_parallel = [(h.label, round(h.distance, 5)) for h in parallel.query(query, k=10)]
     hits_serial = [(h.label, round(h.distance, 5)) for h in serial.query(query, k=10)]
     assert hits_parallel == hits_serial and hits_parallel[0][1] == 0.0
+
+
+def test_segment_task_records_volumes_and_notes(tmp_path):
+    """A batch segment record keeps the result's notes (the sample CT is non-contrast) next to its volumes."""
+    pytest.importorskip("torch")
+    from napari_medai.batch.tasks import segment_file
+    from napari_medai.sample_data import CT_VOLUME
+
+    record = segment_file(str(CT_VOLUME), str(tmp_path), {"device": "cpu"})
+    assert Path(record["outputs"][0]).is_file()
+    assert 900 < record["volumes_ml"]["liver"] < 1300  # TotalSegmentator label: 1043 ml
+    assert len(record["notes"]) == 1 and "HU" in record["notes"][0]

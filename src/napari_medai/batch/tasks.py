@@ -96,7 +96,8 @@ def segment_file(path: str, out_dir: str, params: dict) -> dict:
         device=worker_device(params.get("device", "auto")),
     )
     out = save_image(Path(out_dir) / f"{output_stem(path)}_labels.nii.gz", result.labels, loaded.geometry, inputs=[path])
-    return {"outputs": [str(out)], "volumes_ml": {k: round(float(v), 2) for k, v in result.volumes_ml.items()}}
+    return {"outputs": [str(out)], "volumes_ml": {k: round(float(v), 2) for k, v in result.volumes_ml.items()},
+            "notes": list(result.notes)}
 
 
 TASKS = {"enhance": enhance_file, "grade": grade_file, "segment": segment_file}
