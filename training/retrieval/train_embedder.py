@@ -80,23 +80,26 @@ def main(argv=None):
            "params": sum(p.numel() for p in net.parameters())}
     if te.any():
         names = dict(enumerate(CLASSES))
+        raw_reference = None
+        if a.unseen_class:  # reference: raw pixels (32 x 32, zero-mean, L2) on the same split, computed once
+            from napari_medai.retrieval.embedder import PixelEmbedder
+            from napari_medai.retrieval.preprocess import resize_area
+
+            raw = PixelEmbedder(32).embed_prepared(np.stack([resize_area(im.astype(np.float32), 32) for im in x]))
+            mr = retrieval_metrics(raw[te], y[te], raw[tr], y[tr], k=10)
+            raw_reference = {"overall": mr["overall"], "per_class": {names[int(k)]: v for k, v in mr["per_class"].items()}}
         for tta in (False, True):
             zl, pl = embed_array(net, x[tr], tta=tta)
             zq, pq = embed_array(net, x[te], tta=tta)
             if a.save_emb:  # descriptors for post-hoc ranking studies (query expansion, DBA)
                 (HERE / "cache").mkdir(exist_ok=True)
-                np.savez(HERE / "cache" / f"emb_fold{a.fold}_{a.tag or 'run'}{'_tta' if tta else ''}.npz",
+                np.savez(HERE / "cache" / f"emb_fold{a.fold}_{tag}{'_tta' if tta else ''}.npz",
                          zl=zl, yl=y[tr], pl=pl, zq=zq, yq=y[te], pq=pq)
             m = retrieval_metrics(zq, y[te], zl, y[tr], k=10)
             res = {"overall": m["overall"], "per_class": {names[int(k)]: v for k, v in m["per_class"].items()},
                    "classifier_acc": None if a.unseen_class else float((pq.argmax(1) == y[te]).mean())}
-            if a.unseen_class:  # reference: raw pixels (32 x 32, zero-mean, L2) on the same split
-                from napari_medai.retrieval.embedder import PixelEmbedder
-                from napari_medai.retrieval.preprocess import resize_area
-
-                raw = PixelEmbedder(32).embed_prepared(np.stack([resize_area(im.astype(np.float32), 32) for im in x]))
-                mr = retrieval_metrics(raw[te], y[te], raw[tr], y[tr], k=10)
-                res["raw_pixels"] = {"overall": mr["overall"], "per_class": {names[int(k)]: v for k, v in mr["per_class"].items()}}
+            if raw_reference is not None:
+                res["raw_pixels"] = raw_reference
             out["metrics_tta" if tta else "metrics"] = res
             print(("TTA " if tta else "") + json.dumps({"mAP": res["overall"]["mAP"], "P@10": res["overall"]["P@10"],
                   **({"raw_unseen_mAP": round(res["raw_pixels"]["per_class"][a.unseen_class]["mAP"], 4)} if a.unseen_class else {}),

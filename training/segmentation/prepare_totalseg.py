@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_medai.io.readers import load_image
-from napari_medai.segmentation.core import canonical_orientation, to_canonical, window01
+from napari_medai.segmentation.core import canonical_orientation, square_field_of_view, to_canonical, window01
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "ct" / "totalseg-example"
@@ -30,10 +30,7 @@ LIVER = 5
 def square_resize(vol: np.ndarray, spacing_yx, size: int, mode: str) -> np.ndarray:
     """(z, h, w) -> (z, size, size): zero-pad to a square field of view in mm, then resize."""
     nz, h, w = vol.shape
-    sy, sx = spacing_yx
-    side = max(h * sy, w * sx)
-    hp, wp = max(h, int(round(side / sy))), max(w, int(round(side / sx)))
-    top, left = (hp - h) // 2, (wp - w) // 2
+    hp, wp, top, left = square_field_of_view(h, w, spacing_yx)
     t = F.pad(torch.from_numpy(np.ascontiguousarray(vol, np.float32))[:, None], (left, wp - w - left, top, hp - h - top))
     if mode == "nearest":
         return F.interpolate(t, size=(size, size), mode="nearest")[:, 0].numpy()

@@ -335,6 +335,15 @@ def _scores_to_labels(scores, decision: str = "argmax"):
     return scores.argmax(1).to(torch.uint8)
 
 
+def square_field_of_view(h: int, w: int, spacing_yx: Sequence[float]) -> tuple[int, int, int, int]:
+    """Padded size (hp, wp) and offsets (top, left) that make an (h, w) slice square in millimetres, the
+    field of view the 2-D models see (training caches use it too)."""
+    sy, sx = spacing_yx
+    side = max(h * sy, w * sx)
+    hp, wp = max(h, int(round(side / sy))), max(w, int(round(side / sx)))
+    return hp, wp, (hp - h) // 2, (wp - w) // 2
+
+
 def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress, should_stop, notes=None) -> np.ndarray:
     """Slice-wise 2-D inference on a canonical (z, y, x) [0, 1] volume; returns uint8 labels."""
     import torch
@@ -344,10 +353,7 @@ def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choi
 
     nz, h, w = data01.shape
     size = tuple(int(s) for s in lm.spec.get("size") or (h, w))
-    sy, sx = spacing_yx
-    side = max(h * sy, w * sx)
-    hp, wp = max(h, int(round(side / sy))), max(w, int(round(side / sx)))
-    top, left = (hp - h) // 2, (wp - w) // 2
+    hp, wp, top, left = square_field_of_view(h, w, spacing_yx)
     labels = np.zeros((nz, h, w), np.uint8)
     done = [0]
     net = lm.net

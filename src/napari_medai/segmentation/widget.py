@@ -69,7 +69,7 @@ class SegmentationWidget(QWidget):
         self.run_button = QPushButton("Segment liver and tumours")
         self.run_button.clicked.connect(self.run)
         self.volumes = QLabel("")
-        self.volumes.setWordWrap(True)
+        self.volumes.setWordWrap(True)  # notes can be long
         self.jobs = JobPanel(self)
 
         layout = QVBoxLayout(self)
@@ -164,7 +164,6 @@ class SegmentationWidget(QWidget):
                                          **geometry.layer_kwargs())
         self.last_result, self.last_layer = result, out
         self.volumes.setText(result.summary() + "".join(f"\nNote: {note}" for note in result.notes))
-        self.volumes.setWordWrap(True)
         for note in result.notes:
             show_warning(f"Segmentation: {note}")
         return out
