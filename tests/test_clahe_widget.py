@@ -72,7 +72,7 @@ def test_rgb_frame_and_refused_kernel(make_napari_viewer):
     viewer = make_napari_viewer()
     frame = load_image(BMODE_FRAME).data
     rgb = np.stack([frame, frame, (frame * 0.7).astype(np.uint8)], -1)
-    layer = viewer.add_image(rgb, name="bmode", rgb=True)
+    viewer.add_image(rgb, name="bmode", rgb=True)
     widget = ClaheWidget(viewer)
     widget.run()
     out = viewer.layers["bmode CLAHE"]

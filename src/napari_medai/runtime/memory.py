@@ -42,7 +42,7 @@ def human(nbytes: float) -> str:
 
 def ensure_fits(nbytes: int, what: str, fraction: float = 0.8) -> None:
     """Refuse a job that would need more than ``fraction`` of the available memory."""
-    limit = int(os.environ.get("NAPARI_MEDAI_MAX_BYTES", 0)) or int(available_bytes() * fraction)
+    limit = int(os.environ.get("NAPARI_MEDAI_MAX_BYTES", "0")) or int(available_bytes() * fraction)
     if nbytes > limit:
         raise MedaiError(
             f"{what} would need about {human(nbytes)} of memory but only {human(limit)} is available; "

@@ -91,7 +91,6 @@ def run_train(args) -> int:
     out = Path(args.output)
     result = cross_validate(data, args.model_type, n_folds=args.folds, seed=args.seed, arch_params=params,
                             preprocess=args.preprocess, epochs=args.epochs, n_boot=args.bootstrap, log=log)
-    oof = result.get("_oof")
     result = write_report(result, out, data)
     doc = {"report": str(out / "report.json"), "selected": result["selected"],
            "metrics": {k: v["folds"]["balanced_accuracy"]["mean"] for k, v in result["candidates"].items()}}

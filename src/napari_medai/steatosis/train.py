@@ -220,7 +220,7 @@ def _fmt(folds, ci, key):
 def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    oof = result.pop("_oof", {})
+    result.pop("_oof", None)  # out-of-fold predictions are not part of the JSON report
     (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
     lines = ["# Steatosis grading: patient-grouped cross-validation", "",
              "Research use only - not a medical device.", "",
