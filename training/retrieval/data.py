@@ -55,7 +55,8 @@ def load_cache(size: int = 128):
     for i, p in enumerate(paths):
         x[i] = prepare(np.asarray(Image.open(p).convert("L")), size)
     print(f"cached {len(paths)} images at {size}px in {time.time() - t0:.0f}s", flush=True)
-    folds = make_folds(x, y, ids)
+    # The folds are always cut on the 128 px images, so every input size is measured on the same split.
+    folds = make_folds(x, y, ids) if size == 128 else load_cache(128)["folds"]
     np.savez(f, x=x, y=y, ids=ids, paths=np.asarray(paths), folds=folds)
     return {"x": x, "y": y, "ids": ids, "paths": np.asarray(paths), "folds": folds}
 

@@ -33,6 +33,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--fold", default="0")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=128, help="input size in px (the card records it)")
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--loss", default="ce+supcon", choices=["ce", "supcon", "ce+supcon"])
@@ -55,7 +56,7 @@ def main(argv=None):
         ap.error("--unseen-class is a study on one fold; it cannot export a model")
     torch.set_num_threads(a.threads)
 
-    d = load_cache(128)
+    d = load_cache(a.size)
     x, y, folds = d["x"], d["y"], d["folds"]
     tr = np.ones(len(y), bool) if a.fold == "all" else folds != int(a.fold)
     te = ~tr
@@ -75,7 +76,7 @@ def main(argv=None):
         max_minutes=a.max_minutes, mixed_precision=not a.no_bf16, log=lambda r: print(json.dumps(r), flush=True),
     )
     minutes = (time.time() - t0) / 60
-    tag = a.tag or f"{a.loss}_e{a.epochs}" + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    tag = a.tag or f"{a.loss}_e{a.epochs}" + (f"_s{a.size}" if a.size != 128 else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
     out = {"fold": a.fold, "args": vars(a), "arch": arch, "train_minutes": minutes, "log": hist,
            "params": sum(p.numel() for p in net.parameters())}
     if te.any():
@@ -108,7 +109,7 @@ def main(argv=None):
         (HERE / "results" / f"fold{a.fold}_{tag}.json").write_text(json.dumps(out, indent=1))
     if a.out:
         export_embedder(
-            net, arch, Path(a.out), classes=CLASSES, size=128,
+            net, arch, Path(a.out), classes=CLASSES, size=a.size,
             training_data="figshare brain tumour MRI (Cheng et al., figshare 10.6084/m9.figshare.1512427, CC BY 4.0): "
             "all 3,064 T1-weighted contrast-enhanced slices of 233 patients (glioma 1,426, meningioma 708, pituitary 930)",
             notes=f"loss={a.loss} (cross-entropy + supervised contrastive), {a.epochs} epochs, batch {a.bs}, AdamW "
