@@ -61,13 +61,15 @@ def test_contrast_note_rule():
 
 
 def test_phantom_liver_dice():
-    """The synthetic phantom (ellipsoids, no other organs) is far from the training CTs: before
-    post-processing the model finds the liver in part (measured Dice 0.39), and the largest-component
-    rule then keeps a wrong component (measured 0.00). Guard the raw value; see docs/segmentation.md."""
+    """The synthetic phantom is far from the training CTs: before post-processing the model finds the
+    liver in part (measured Dice 0.39) next to a larger false region left of the midline, which the
+    plain largest-component rule kept (Dice 0.00); the right-side preference keeps the liver (0.61)."""
     volume, labels, spacing = make_ct_phantom(seed=1)
     raw = segment(volume, spacing=spacing, device="cpu", postprocessing=False)
     assert dice(raw.labels >= 1, labels >= 1) > 0.30
     assert raw.labels.shape == labels.shape and set(np.unique(raw.labels)) <= {0, 1, 2}
+    cleaned = segment(volume, spacing=spacing, device="cpu")
+    assert dice(cleaned.labels >= 1, labels >= 1) > 0.5
 
 
 def test_single_slice_gives_areas(sample_ct):
@@ -150,6 +152,21 @@ def test_postprocess_drops_a_mass_that_only_touches_the_liver():
     assert (out == 1).sum() == (labels == 1).sum()
     kept = postprocess(labels, min_liver_contact=0)  # the rule can be switched off
     assert (kept == 2).sum() == (labels == 2).sum()
+
+
+def test_postprocess_prefers_the_component_on_the_patients_right():
+    """Canonical frame: the patient's right is at low columns. A left-sided region (spleen, stomach)
+    larger than the liver loses when a midline is given; a much smaller right-sided one does not win."""
+    labels = np.zeros((4, 30, 60), np.uint8)
+    labels[:, 5:25, 4:24] = 1  # liver, right of the midline (column 30): 1600 voxels
+    labels[:, 5:25, 34:56] = 1  # larger false region on the left: 1760 voxels
+    assert postprocess(labels)[0, 10, 40] == 1 and postprocess(labels)[0, 10, 10] == 0  # largest wins
+    out = postprocess(labels, midline_x=30.0)
+    assert out[0, 10, 10] == 1 and out[0, 10, 40] == 0 and (out == 1).sum() == 1600
+    small = labels.copy()
+    small[:, 5:25, 4:24] = 0
+    small[:, 5:10, 4:8] = 1  # 80 voxels on the right: below half of the largest, not a candidate
+    assert (postprocess(small, midline_x=30.0) == 1).sum() == 1760
 
 
 def test_postprocess_fills_holes_per_slice_and_handles_empty():

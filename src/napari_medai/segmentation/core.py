@@ -437,8 +437,15 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> Optional[float]:
     return None if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component (face connectivity) of a boolean mask; empty stays empty."""
+def liver_component(mask: np.ndarray, midline_x: Optional[float] = None, min_share: float = 0.5) -> np.ndarray:
+    """The connected component of a liver mask (z, y, x) or (y, x) that is the liver.
+
+    Without ``midline_x`` it is the largest component. With it (the body's midline as a column index,
+    the patient's right at lower columns, as in the canonical frame), every component at least
+    ``min_share`` of the largest competes and the one with the most voxels on the patient's right wins:
+    the liver lies mostly right of the midline, the spleen and stomach left of it. Measured on the
+    synthetic phantom, where a left-sided false region outgrows the liver: seeds 1 and 4 go from
+    Dice 0.00 to 0.61 and 0.26; real CTs keep their largest component."""
     from scipy import ndimage
 
     lab, n = ndimage.label(mask)
@@ -446,7 +453,12 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return mask.astype(bool)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    return lab == int(np.argmax(sizes))
+    if midline_x is None:
+        return lab == int(np.argmax(sizes))
+    right = np.bincount(lab[..., : max(0, int(np.floor(midline_x)))].ravel(), minlength=n + 1)
+    right[0] = 0
+    right[sizes < min_share * sizes.max()] = -1
+    return lab == int(np.argmax(right))
 
 
 def _drop_extrahepatic_tumour(labels: np.ndarray, min_liver_contact: float) -> np.ndarray:
@@ -470,19 +482,20 @@ def _drop_extrahepatic_tumour(labels: np.ndarray, min_liver_contact: float) -> n
     return out
 
 
-def postprocess(labels: np.ndarray, min_liver_contact: float = 0.5) -> np.ndarray:
+def postprocess(labels: np.ndarray, min_liver_contact: float = 0.5, midline_x: Optional[float] = None) -> np.ndarray:
     """Clean-up of liver (1) / tumour (2) labels, 2-D or 3-D.
 
     Tumour components whose surrounding shell is less than ``min_liver_contact`` liver are removed;
-    then the largest connected component of liver + tumour is kept (tumour counts as liver), tumour
-    only inside it, and holes are filled slice by slice (holes become liver).
+    then one connected component of liver + tumour is kept (tumour counts as liver; see
+    :func:`liver_component` for the choice and ``midline_x``), tumour only inside it, and holes are
+    filled slice by slice (holes become liver).
     """
     from scipy import ndimage
 
     labels = np.asarray(labels)
     if min_liver_contact > 0:
         labels = _drop_extrahepatic_tumour(labels, min_liver_contact)
-    organ = largest_component(labels > 0)
+    organ = liver_component(labels > 0, midline_x)
     if labels.ndim == 3:
         filled = np.stack([ndimage.binary_fill_holes(s) for s in organ]) if organ.any() else organ
     else:
@@ -491,6 +504,13 @@ def postprocess(labels: np.ndarray, min_liver_contact: float = 0.5) -> np.ndarra
     out[filled] = 1
     out[filled & (labels == 2)] = 2
     return out
+
+
+def body_midline_x(hu: np.ndarray, air_hu: float = -500.0) -> Optional[float]:
+    """Column centroid of the body (voxels above ``air_hu``) of a canonical volume; None if no body."""
+    columns = np.count_nonzero(np.asarray(hu) > air_hu, axis=tuple(range(np.ndim(hu) - 1)))
+    total = columns.sum()
+    return float((columns * np.arange(columns.size)).sum() / total) if total else None
 
 
 def contrast_note(hu: np.ndarray, labels: np.ndarray, spec: dict) -> Optional[str]:
@@ -571,7 +591,7 @@ def segment(
         labels = _predict_volume(lm, data01, sp_canon, choice, sizes, progress, should_stop, notes)
     check_stop(should_stop)
     if postprocessing and lm.postprocess:
-        labels = postprocess(labels)
+        labels = postprocess(labels, midline_x=body_midline_x(canon))
     note = contrast_note(canon, labels, lm.spec) if lm.postprocess else None
     if note:
         notes.append(note)
