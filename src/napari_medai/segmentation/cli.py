@@ -17,7 +17,7 @@ def register(groups) -> None:
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="registered model (default liver-tumor-ct), folder with card.json, TorchScript file or MONAI bundle")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole-filling clean-up")
+    p.add_argument("--no-postprocess", action="store_true", help="skip the liver-component / hole-filling clean-up")
     p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
     p.set_defaults(func=run_segment)
 
