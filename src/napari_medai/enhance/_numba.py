@@ -37,15 +37,22 @@ MAX_GRAY = 16383.0
 _OPTS = dict(cache=True, nogil=True)
 
 
+@njit(inline="always")
+def _chunk_span(c, n, chunk):
+    """Image ``b`` and element range ``[s, e)`` of flat chunk ``c``: each image's ``n`` elements are cut
+    into chunks of ``chunk``, numbered image after image (the kernels' unit of parallel work)."""
+    nch = (n + chunk - 1) // chunk
+    b = c // nch
+    s = (c % nch) * chunk
+    return b, s, min(s + chunk, n)
+
+
 @njit(parallel=True, **_OPTS)
 def quantise_lut(x2, lut2, offset, out2, c0, c1, chunk):
     """``out2[b, i] = lut2[b, x2[b, i] - offset]`` for flat chunks ``c0 <= c < c1`` of size ``chunk``."""
     n = x2.shape[1]
-    nch = (n + chunk - 1) // chunk
     for c in prange(c0, c1):
-        b = c // nch
-        s = (c % nch) * chunk
-        e = min(s + chunk, n)
+        b, s, e = _chunk_span(c, n, chunk)
         xs = x2[b, s:e]
         os_ = out2[b, s:e]
         lut = lut2[b]
@@ -58,12 +65,9 @@ def quantise_lut(x2, lut2, offset, out2, c0, c1, chunk):
 def quantise_float(x2, mins, maxs, bin_size, out2, c0, c1, chunk):
     """Min-max (or window) rescale, round half to even on 2**14 levels, divide into bins."""
     n = x2.shape[1]
-    nch = (n + chunk - 1) // chunk
     bs = np.float64(bin_size)
     for c in prange(c0, c1):
-        b = c // nch
-        s = (c % nch) * chunk
-        e = min(s + chunk, n)
+        b, s, e = _chunk_span(c, n, chunk)
         xs = x2[b, s:e]
         os_ = out2[b, s:e]
         mn = mins[b]
@@ -296,11 +300,8 @@ def interpolate(bins, pmaps, ylo, yhi, yf, xw0, xw1, seg, seg_lo, seg_hi, ny, nx
 def rescale(levels2, lo, hi, out2, c0, c1, chunk):
     """Final per-image min-max rescale of the integer levels (``rescale_intensity``) to float32."""
     n = levels2.shape[1]
-    nch = (n + chunk - 1) // chunk
     for c in prange(c0, c1):
-        b = c // nch
-        s = (c % nch) * chunk
-        e = min(s + chunk, n)
+        b, s, e = _chunk_span(c, n, chunk)
         ls = levels2[b, s:e]
         os_ = out2[b, s:e]
         mn = np.float64(lo[b])
