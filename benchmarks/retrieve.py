@@ -81,7 +81,7 @@ def main(argv=None):
     import faiss
 
     from napari_medai.retrieval import library as L
-    from napari_medai.retrieval.embedder import PixelEmbedder
+    from napari_medai.retrieval.embedder import PixelEmbedder, descriptor_dim
 
     faiss.omp_set_num_threads(a.threads)
     dim = a.dim
@@ -89,7 +89,7 @@ def main(argv=None):
         try:
             from napari_medai.runtime.registry import get_card
 
-            dim = int(get_card("embedder-brain-mri").arch_params.get("embed_dim", 128))
+            dim = descriptor_dim(get_card("embedder-brain-mri").arch_params)
         except Exception:  # noqa: BLE001
             dim = 128
     report = {"n": a.n, "dim": dim, "queries": a.queries, "k": a.k, "threads": a.threads,

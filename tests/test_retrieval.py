@@ -378,6 +378,16 @@ def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     assert len(CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[0]))) == 8
     with pytest.raises(MedaiError, match="built with embedder 'tiny-0'"):
         CaseLibrary.load(tmp_path / "cnn.medlib", embedder=str(paths[1]))
+    # an ensemble of the two: descriptor = both members' descriptors concatenated, re-normalised
+    from napari_medai.retrieval.train import merge_embedders
+
+    both = get_embedder(str(merge_embedders(paths, tmp_path / "tiny-x2")), device="cpu")
+    assert both.dim == 16 and json.loads((tmp_path / "tiny-x2" / "card.json").read_text())["arch_params"]["members"] == 2
+    images = [shape_image("disc"), shape_image("square", 2)]
+    second = get_embedder(str(paths[1]), device="cpu")
+    np.testing.assert_allclose(both.embed(images), np.hstack([emb.embed(images), second.embed(images)]) / np.sqrt(2), atol=1e-5)
+    with pytest.raises(ValueError, match="same architecture"):
+        merge_embedders([paths[0]], tmp_path / "alone")
 
 
 def test_instance_contrastive_term():

@@ -1,6 +1,6 @@
 """Copy a trained embedder into the package and put the cross-validated metrics on its card.
 
-  python training/retrieval/ship.py --run runs/final_e60 --summary results/summary_cs_e60.json --version 1.1.0
+  python training/retrieval/ship.py --run runs/final_e60_x2 --summary "results/summary_cs_e60+cs_e60_seed1.json" --version 1.2.0
 """
 from __future__ import annotations
 

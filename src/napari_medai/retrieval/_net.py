@@ -11,6 +11,10 @@ Architecture (``msrnet``):
 
 The descriptor is the L2-normalised penultimate layer (the projection output), so Euclidean
 distances between descriptors lie in [0, 2].
+
+With ``members`` > 1 in the arch params, the model is that many MSRNets trained with different seeds;
+the descriptor is their descriptors concatenated and re-normalised (``descriptor_dim`` long), the
+logits their mean.
 """
 
 from __future__ import annotations
@@ -76,7 +80,22 @@ class MSRNet(nn.Module):
         return F.normalize(z.float(), dim=1), logits
 
 
-def build_net(arch_params: dict) -> MSRNet:
+class MSRNetEnsemble(nn.Module):
+    def __init__(self, members: list):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        outputs = [m(x) for m in self.members]
+        z = F.normalize(torch.cat([z for z, _ in outputs], 1), dim=1)
+        logits = None if outputs[0][1] is None else torch.stack([lg.float() for _, lg in outputs]).mean(0)
+        return z, logits
+
+
+def build_net(arch_params: dict) -> "MSRNet | MSRNetEnsemble":
+    n_members = int(arch_params.get("members", 1))
+    if n_members > 1:
+        return MSRNetEnsemble([build_net({**arch_params, "members": 1}) for _ in range(n_members)])
     return MSRNet(
         widths=tuple(arch_params.get("widths", (24, 48, 96, 160, 256))),
         embed_dim=int(arch_params.get("embed_dim", 128)),

@@ -58,6 +58,11 @@ class Embedder:
         return {"name": self.name, "sha256": self.sha256, "dim": self.dim}
 
 
+def descriptor_dim(arch_params: dict) -> int:
+    """Length of the CNN descriptor: ``embed_dim`` per member network (see ``_net``)."""
+    return int(arch_params.get("embed_dim", 128)) * int(arch_params.get("members", 1))
+
+
 class PixelEmbedder(Embedder):
     """Raw-pixel baseline: prepared image down-sampled to size x size, zero-mean, L2-normalised."""
 
@@ -83,7 +88,7 @@ class CNNEmbedder(Embedder):
         self.name = card.name
         self.sha256 = card.sha256
         ap = dict(card.arch_params)
-        self.dim = int(ap.get("embed_dim", 128))
+        self.dim = descriptor_dim(ap)
         self.size = int(card.input_spec.get("size", 128))
         self.classes = list(card.input_spec.get("classes", []))
         self._device = device

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..runtime.progress import check_stop
 from ._net import build_net
+from .embedder import descriptor_dim
 
 DEFAULT_ARCH = {"widths": [16, 32, 64, 128, 192], "embed_dim": 128, "in_ch": 1, "dropout": 0.2}
 
@@ -216,7 +217,9 @@ def export_embedder(
             "size": int(size),
             "preprocess": "grayscale -> percentile 0.5/99.5 to [0,1] -> pad to square -> area resize to size",
             "classes": list(classes),
-            "descriptor": f"L2-normalised penultimate layer, {arch['embed_dim']}-d; Euclidean distance",
+            "descriptor": (f"L2-normalised penultimate layer, {descriptor_dim(arch)}-d"
+                           + (f" ({arch['members']} networks' {arch['embed_dim']}-d layers concatenated)" if arch.get("members", 1) > 1 else "")
+                           + "; Euclidean distance"),
         },
         "training_data": training_data,
         "metrics": metrics or {},
@@ -228,3 +231,31 @@ def export_embedder(
     }
     (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     return out
+
+
+def merge_embedders(folders: Sequence["str | Path"], out: "str | Path") -> Path:
+    """One ensemble embedder from exported ones (same architecture and input, different seeds): the
+    merged network runs every member and concatenates their L2-normalised descriptors, re-normalised
+    (arch param ``members``). Writes model.safetensors + card.json into ``out``."""
+    from safetensors.torch import load_file
+
+    from ._net import MSRNetEnsemble
+
+    folders = [Path(f) for f in folders]
+    cards = [json.loads((f / "card.json").read_text()) for f in folders]
+    first = cards[0]
+    arch = first["arch_params"]
+    if len(cards) < 2 or any(c["arch_params"] != arch or c["input_spec"] != first["input_spec"] for c in cards):
+        raise ValueError("merge needs two or more embedders with the same architecture and input (only seeds may differ)")
+    nets = []
+    for folder, card in zip(folders, cards):
+        net = build_net(arch)
+        net.load_state_dict(load_file(str(folder / card["weights"])))
+        nets.append(net.eval())
+    return export_embedder(
+        MSRNetEnsemble(nets), {**arch, "members": len(nets)}, out, classes=first["input_spec"]["classes"],
+        size=first["input_spec"]["size"], training_data=first["training_data"], licence=first.get("licence", ""),
+        version=first.get("version", "1.0.0"),
+        notes=f"{len(nets)} networks trained alike with different seeds, descriptors concatenated; members: "
+        + " | ".join(c.get("notes", "") for c in cards),
+    )
