@@ -18,11 +18,10 @@ import numpy as np
 from napari_medai.retrieval.metrics import retrieval_metrics
 
 HERE = Path(__file__).resolve().parent
-CLASSES = ("glioma", "meningioma", "pituitary")
+sys.path.insert(0, str(HERE))
 
-
-def l2n(v):
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+from data import CLASSES  # noqa: E402
+from posthoc import l2n  # noqa: E402
 
 
 def load(tag: str, fold: int):

@@ -4,7 +4,8 @@ The shipped model ``liver-tumor-ct`` is a 2-D MONAI UNet run slice by slice on a
 is windowed (card ``input_spec.window_hu``), padded to a square field of view in millimetres, resized to
 the model's size, segmented, and the class scores are resized back, so the labels align voxel for voxel
 with the input. Post-processing keeps one 3-D connected liver component (tumour counts as liver;
-the largest, or a near-largest one lying more on the patient's right), keeps tumour only inside it, and fills holes slice by slice.
+the largest, or a near-largest one lying more on the patient's right), keeps tumour only inside
+it, and fills holes slice by slice.
 
 ``model`` may be a registered name, a folder with ``card.json``, a TorchScript file (``.ts``/``.pt``)
 or a MONAI bundle folder (``configs/`` + ``models/model.ts`` or a ``models/model.pt`` state dict with a
