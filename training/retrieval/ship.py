@@ -7,9 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from data import CLASSES  # noqa: E402
+
 DEST = HERE.parents[1] / "src" / "napari_medai" / "models" / "embedder-brain-mri"
 
 
@@ -24,7 +29,7 @@ def main():
     card = json.loads((run / "card.json").read_text())
     old = json.loads((DEST / "card.json").read_text())
     per_class = {c: {"mAP": round(v["mAP"][0], 4), "mAP_sd": round(v["mAP"][1], 4), "P@10": round(v["P@10"][0], 4),
-                     "P@10_sd": round(v["P@10"][1], 4)} for c, v in summary.items() if c in ("glioma", "meningioma", "pituitary")}
+                     "P@10_sd": round(v["P@10"][1], 4)} for c, v in summary.items() if c in CLASSES}
     metrics = {
         "protocol": old["metrics"]["protocol"],
         "mAP": {"mean": round(summary["all"]["mAP"][0], 4), "sd": round(summary["all"]["mAP"][1], 4),

@@ -203,6 +203,9 @@ def export_embedder(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    descriptor = f"L2-normalised penultimate layer, {descriptor_dim(arch)}-d"
+    if arch.get("members", 1) > 1:
+        descriptor += f" ({arch['members']} networks' {arch['embed_dim']}-d layers concatenated)"
     wfile = out / "model.safetensors"
     save_file(state, str(wfile), metadata={"name": out.name})
     wfile.chmod(0o644)
@@ -217,9 +220,7 @@ def export_embedder(
             "size": int(size),
             "preprocess": "grayscale -> percentile 0.5/99.5 to [0,1] -> pad to square -> area resize to size",
             "classes": list(classes),
-            "descriptor": (f"L2-normalised penultimate layer, {descriptor_dim(arch)}-d"
-                           + (f" ({arch['members']} networks' {arch['embed_dim']}-d layers concatenated)" if arch.get("members", 1) > 1 else "")
-                           + "; Euclidean distance"),
+            "descriptor": descriptor + "; Euclidean distance",
         },
         "training_data": training_data,
         "metrics": metrics or {},
