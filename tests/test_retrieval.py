@@ -388,6 +388,18 @@ def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     np.testing.assert_allclose(both.embed(images), np.hstack([emb.embed(images), second.embed(images)]) / np.sqrt(2), atol=1e-5)
     with pytest.raises(ValueError, match="same architecture"):
         merge_embedders([paths[0]], tmp_path / "alone")
+    # members with different input sizes: the merged model takes images prepared at the largest (48 px)
+    # and gives the 32-px member that image area-resized to 32 px, as preprocess.resize_area would
+    from napari_medai.retrieval.preprocess import prepare, resize_area
+
+    second_48 = export_embedder(second._load(), arch_out, tmp_path / "tiny-48", classes=["disc", "square"], size=48,
+                                training_data="synthetic", notes="test")
+    mixed = get_embedder(str(merge_embedders([paths[0], second_48], tmp_path / "tiny-mixed")), device="cpu")
+    card = json.loads((tmp_path / "tiny-mixed" / "card.json").read_text())
+    assert mixed.size == 48 and card["arch_params"]["member_sizes"] == [32, 48]
+    at_32 = np.stack([resize_area(prepare(im, 48), 32) for im in images])
+    want = np.hstack([emb.embed_prepared(at_32), get_embedder(str(second_48), device="cpu").embed(images)]) / np.sqrt(2)
+    np.testing.assert_allclose(mixed.embed(images), want, atol=1e-5)
 
 
 def test_instance_contrastive_term():

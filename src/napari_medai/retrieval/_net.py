@@ -12,9 +12,11 @@ Architecture (``msrnet``):
 The descriptor is the L2-normalised penultimate layer (the projection output), so Euclidean
 distances between descriptors lie in [0, 2].
 
-With ``members`` > 1 in the arch params, the model is that many MSRNets trained with different seeds;
-the descriptor is their descriptors concatenated and re-normalised (``descriptor_dim`` long), the
-logits their mean.
+With ``members`` > 1 in the arch params, the model is that many MSRNets trained alike with different
+seeds or input sizes; the descriptor is their descriptors concatenated and re-normalised
+(``descriptor_dim`` long), the logits their mean. ``member_sizes`` (optional) gives each member's input
+size: the ensemble takes images prepared at the largest and area-resizes them for the smaller members,
+exactly as ``preprocess.resize_area`` would (same box weights).
 """
 
 from __future__ import annotations
@@ -80,13 +82,36 @@ class MSRNet(nn.Module):
         return F.normalize(z.float(), dim=1), logits
 
 
+def area_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) matrix of the box filter that ``preprocess.resize_area`` (Pillow BOX) applies along
+    one axis, read off Pillow itself so the two agree to float rounding."""
+    import numpy as np
+    from PIL import Image
+
+    eye = Image.fromarray(np.eye(n_in, dtype=np.float32), mode="F")
+    return torch.from_numpy(np.asarray(eye.resize((n_in, n_out), Image.BOX), dtype=np.float32).copy())
+
+
 class MSRNetEnsemble(nn.Module):
-    def __init__(self, members: list):
+    def __init__(self, members: list, input_sizes: "list[int] | None" = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.input_sizes = [int(s) for s in input_sizes] if input_sizes else None
+        self._weights: dict = {}
+
+    def _resized(self, x, size: int):
+        n = x.shape[-1]
+        if size == n:
+            return x
+        key = (n, size, x.device)
+        if key not in self._weights:
+            self._weights[key] = area_weights(n, size).to(x.device)
+        w = self._weights[key].to(x.dtype)
+        return w @ x @ w.T
 
     def forward(self, x):
-        outputs = [m(x) for m in self.members]
+        sizes = self.input_sizes or [x.shape[-1]] * len(self.members)
+        outputs = [m(self._resized(x, s)) for m, s in zip(self.members, sizes)]
         z = F.normalize(torch.cat([z for z, _ in outputs], 1), dim=1)
         logits = None if outputs[0][1] is None else torch.stack([lg.float() for _, lg in outputs]).mean(0)
         return z, logits
@@ -95,7 +120,8 @@ class MSRNetEnsemble(nn.Module):
 def build_net(arch_params: dict) -> "MSRNet | MSRNetEnsemble":
     n_members = int(arch_params.get("members", 1))
     if n_members > 1:
-        return MSRNetEnsemble([build_net({**arch_params, "members": 1}) for _ in range(n_members)])
+        single = {k: v for k, v in arch_params.items() if k not in ("members", "member_sizes")}
+        return MSRNetEnsemble([build_net(single) for _ in range(n_members)], arch_params.get("member_sizes"))
     return MSRNet(
         widths=tuple(arch_params.get("widths", (24, 48, 96, 160, 256))),
         embed_dim=int(arch_params.get("embed_dim", 128)),

@@ -206,6 +206,8 @@ def export_embedder(
     descriptor = f"L2-normalised penultimate layer, {descriptor_dim(arch)}-d"
     if arch.get("members", 1) > 1:
         descriptor += f" ({arch['members']} networks' {arch['embed_dim']}-d layers concatenated)"
+    if arch.get("member_sizes"):
+        descriptor += "; member input sizes " + "/".join(str(s) for s in arch["member_sizes"]) + " px, area-resized from size"
     wfile = out / "model.safetensors"
     save_file(state, str(wfile), metadata={"name": out.name})
     wfile.chmod(0o644)
@@ -235,9 +237,11 @@ def export_embedder(
 
 
 def merge_embedders(folders: Sequence["str | Path"], out: "str | Path") -> Path:
-    """One ensemble embedder from exported ones (same architecture and input, different seeds): the
-    merged network runs every member and concatenates their L2-normalised descriptors, re-normalised
-    (arch param ``members``). Writes model.safetensors + card.json into ``out``."""
+    """One ensemble embedder from exported ones (same architecture; seeds and input sizes may differ):
+    the merged network runs every member and concatenates their L2-normalised descriptors,
+    re-normalised (arch param ``members``). With different input sizes it takes images prepared at the
+    largest and area-resizes them for the others (arch param ``member_sizes``). Writes
+    model.safetensors + card.json into ``out``."""
     from safetensors.torch import load_file
 
     from ._net import MSRNetEnsemble
@@ -246,17 +250,29 @@ def merge_embedders(folders: Sequence["str | Path"], out: "str | Path") -> Path:
     cards = [json.loads((f / "card.json").read_text()) for f in folders]
     first = cards[0]
     arch = first["arch_params"]
-    if len(cards) < 2 or any(c["arch_params"] != arch or c["input_spec"] != first["input_spec"] for c in cards):
-        raise ValueError("merge needs two or more embedders with the same architecture and input (only seeds may differ)")
+
+    def input_except_size(card):
+        return {k: v for k, v in card["input_spec"].items() if k != "size"}
+
+    if len(cards) < 2 or any(
+        c["arch_params"] != arch or input_except_size(c) != input_except_size(first) for c in cards
+    ):
+        raise ValueError("merge needs two or more embedders with the same architecture and input (seeds and input sizes may differ)")
     nets = []
     for folder, card in zip(folders, cards):
         net = build_net(arch)
         net.load_state_dict(load_file(str(folder / card["weights"])))
         nets.append(net.eval())
+    sizes = [int(c["input_spec"]["size"]) for c in cards]
+    merged_arch = {**arch, "members": len(nets)}
+    how = "different seeds"
+    if len(set(sizes)) > 1:
+        merged_arch["member_sizes"] = sizes
+        how = "different seeds or input sizes (" + ", ".join(f"{s} px" for s in sizes) + ")"
     return export_embedder(
-        MSRNetEnsemble(nets), {**arch, "members": len(nets)}, out, classes=first["input_spec"]["classes"],
-        size=first["input_spec"]["size"], training_data=first["training_data"], licence=first.get("licence", ""),
-        version=first.get("version", "1.0.0"),
-        notes=f"{len(nets)} networks trained alike with different seeds, descriptors concatenated; members: "
+        MSRNetEnsemble(nets, merged_arch.get("member_sizes")), merged_arch, out,
+        classes=first["input_spec"]["classes"], size=max(sizes), training_data=first["training_data"],
+        licence=first.get("licence", ""), version=first.get("version", "1.0.0"),
+        notes=f"{len(nets)} networks trained alike with {how}, descriptors concatenated; members: "
         + " | ".join(c.get("notes", "") for c in cards),
     )
