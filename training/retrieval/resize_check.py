@@ -23,12 +23,9 @@ from data import load_cache  # noqa: E402
 from posthoc import l2n  # noqa: E402
 
 from napari_medai.retrieval.embedder import get_embedder  # noqa: E402
+from napari_medai.retrieval.evaluate import _embed_all  # noqa: E402
 from napari_medai.retrieval.metrics import retrieval_metrics  # noqa: E402
 from napari_medai.retrieval.preprocess import resize_area  # noqa: E402
-
-
-def embed(emb, x):
-    return np.concatenate([emb.embed_prepared(x[i : i + 64]) for i in range(0, len(x), 64)])
 
 
 def main():
@@ -41,7 +38,7 @@ def main():
     nets = [get_embedder(str(HERE / r), device="cpu") for r in sys.argv[1:]]
     out = {}
     for name, x in (("direct_128", direct), ("192_area_resized_to_128", via_192)):
-        z = l2n(np.hstack([embed(e, x) for e in nets]))
+        z = l2n(np.hstack([_embed_all(e, x, None, None) for e in nets]))
         out[name] = {"z": z, "mAP": retrieval_metrics(z[q], y[q], z[lib], y[lib])["overall"]["mAP"]}
     cos = (out["direct_128"]["z"] * out["192_area_resized_to_128"]["z"]).sum(1)
     res = {k: round(v["mAP"], 4) for k, v in out.items()}

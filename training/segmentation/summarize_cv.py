@@ -25,6 +25,35 @@ from train2d import build, dice  # noqa: E402
 from napari_medai.segmentation.core import _scores_to_labels  # noqa: E402
 
 
+def fold_scores(k: int, tag: str, organ_tag: str | None, region: str, x, vol):
+    """Class scores of fold ``k``'s networks on its held-out slices: (scores, held-out mask, run meta,
+    organ run meta or None). With ``organ_tag`` the cascade organ + tumour (as shipped)."""
+    from safetensors.torch import load_file
+
+    run = HERE / "runs" / f"{tag}fold{k}"
+    meta = json.loads((run / "result.json").read_text())
+    va = np.isin(vol, meta["val_volumes"])
+    organ_meta = None
+    if organ_tag:
+        from napari_medai.segmentation.networks import build_network
+
+        unet = {"arch": "unet2d", "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128, 256],
+                "strides": [2, 2, 2, 2], "num_res_units": 2}
+        net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet, "region": region})
+        organ_run = HERE / "runs" / f"{organ_tag}fold{k}"
+        organ_meta = json.loads((organ_run / "result.json").read_text())
+        assert organ_meta["val_volumes"] == meta["val_volumes"]
+        net.organ.load_state_dict(load_file(str(organ_run / "weights.safetensors")))
+        net.tumour.load_state_dict(load_file(str(run / "weights.safetensors")))
+    else:
+        net = build()
+        net.load_state_dict(load_file(str(run / "weights.safetensors")))
+    net.eval()
+    with torch.no_grad():
+        scores = torch.cat([net(torch.from_numpy(x[va][i:i + 32, None])) for i in range(0, int(va.sum()), 32)])
+    return scores, va, meta, organ_meta
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="v3_", help="tumour-model runs (or the single model without --organ-tag)")
@@ -34,32 +63,12 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from safetensors.torch import load_file
 
     d = np.load(HERE / "cache" / "lits_128.npz")
     x, y, vol = d["x"], d["y"], d["vol"]
     res = {"folds": [], "per_patient": {}}
     for k in range(args.folds):
-        run = HERE / "runs" / f"{args.tag}fold{k}"
-        meta = json.loads((run / "result.json").read_text())
-        va = np.isin(vol, meta["val_volumes"])
-        if args.organ_tag:
-            from napari_medai.segmentation.networks import build_network
-
-            unet = {"arch": "unet2d", "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128, 256],
-                    "strides": [2, 2, 2, 2], "num_res_units": 2}
-            net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet, "region": args.region})
-            organ_run = HERE / "runs" / f"{args.organ_tag}fold{k}"
-            organ_meta = json.loads((organ_run / "result.json").read_text())
-            assert organ_meta["val_volumes"] == meta["val_volumes"]
-            net.organ.load_state_dict(load_file(str(organ_run / "weights.safetensors")))
-            net.tumour.load_state_dict(load_file(str(run / "weights.safetensors")))
-        else:
-            net = build()
-            net.load_state_dict(load_file(str(run / "weights.safetensors")))
-        net.eval()
-        with torch.no_grad():
-            scores = torch.cat([net(torch.from_numpy(x[va][i:i + 32, None])) for i in range(0, int(va.sum()), 32)])
+        scores, va, meta, organ_meta = fold_scores(k, args.tag, args.organ_tag, args.region, x, vol)
         gt, vv = y[va], vol[va]
         fold = {"fold": k, "val_volumes": meta["val_volumes"], "iterations": meta["iterations"], "seconds": meta["seconds"]}
         if args.organ_tag:
