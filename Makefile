@@ -13,7 +13,7 @@ APT_PACKAGES := xvfb xauth libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libxkbcom
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test system-deps lint bench clean
+.PHONY: demo test selftest install install-test system-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ demo: install system-deps
 		echo "no display: running every tool on the sample data, writing demo_output/"; \
 		xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/napari-medai demo --out demo_output; \
 	fi
+	@echo "to check every model and tool on this machine's CPU and GPUs: make selftest (napari-medai selftest)"
+
+# Every model verified and loaded, every tool on its sample on the CPU and each GPU, with parity (exit 1 on failure).
+selftest: install
+	$(BIN)/napari-medai selftest
 
 test: install-test system-deps
 	QT_API=pyqt5 $(BIN)/python -m pytest $(PYTEST_ARGS)

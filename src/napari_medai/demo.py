@@ -223,7 +223,7 @@ def run_headless(out_dir: "str | os.PathLike" = "demo_output") -> dict:
     for shot in report.get("screenshots", []):
         lines.append(f"![{shot}]({shot})")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}/report.md")
+    print(f"wrote {out}/report.md; to check every model and tool on this machine's CPU and GPUs: napari-medai selftest")
     return report
 
 

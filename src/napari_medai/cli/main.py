@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=run_demo)
 
+    selftest = root.add_parser(
+        "selftest", help="check this machine: every model and tool on the CPU and each GPU, with parity",
+        description="Verify every model (SHA-256) and load it, run each tool on its packaged sample on the CPU and on "
+                    "each accelerator present, compare the answers and time each step. Exits 1 naming what failed; "
+                    "without a GPU it checks the CPU and says that no GPU was checked.")
+    selftest.add_argument("--device", default="auto",
+                          help="auto (the CPU and every GPU present, default), cpu, cuda, cuda:N or mps")
+    selftest.add_argument("--json", action="store_true", help="print one JSON document and nothing else on stdout")
+    selftest.set_defaults(func=run_selftest_command)
+
     train = root.add_parser("train", help="train a model").add_subparsers(dest="train_command", metavar="TASK", parser_class=_Parser)
     evaluate = root.add_parser("evaluate", help="evaluate results").add_subparsers(dest="evaluate_command", metavar="TASK", parser_class=_Parser)
     groups = CommandGroups(root, train, evaluate)
@@ -161,6 +171,24 @@ def run_demo(args) -> int:
     if args.json:
         emit_json(report)
     return 0 if not report.get("failed") else 1
+
+
+def run_selftest_command(args) -> int:
+    import contextlib
+
+    from ..runtime.selftest import run_selftest
+
+    # A tool that prints (an out-of-memory note) must not break the one-JSON-document contract.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = run_selftest(args.device, progress=cli_progress())
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print(report.format_table())
+    if not report.ok:
+        print(f"error: selftest failed: {'; '.join(report.failures)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
