@@ -24,8 +24,8 @@ def recorded():
     outputs = {}
 
     def recording(tool):
-        def run(device, samples):
-            out = tool.run(device, samples)
+        def run(device, samples, should_stop=None):
+            out = tool.run(device, samples, should_stop)
             outputs[(tool.name, device)] = out
             return out
 
@@ -42,7 +42,7 @@ def _replay(monkeypatch, outputs, perturb=None):
     """Tools that return the recorded CPU outputs; on other devices ``perturb(tool, out)`` changes them."""
 
     def replaying(tool):
-        def run(device, samples):
+        def run(device, samples, should_stop=None):
             out = copy.deepcopy(outputs[(tool.name, "cpu")])
             return out if device == "cpu" or perturb is None else perturb(tool.name, out)
 
@@ -196,3 +196,23 @@ def test_settings_button_shows_the_table(recorded, monkeypatch, make_napari_view
     assert widget.selftest_report is not None and widget.selftest_report.ok
     assert "result: OK" in widget.selftest_table.toPlainText()
     assert widget.check_button.isEnabled() and widget.jobs.last_error is None
+
+
+def test_should_stop_cancels_and_is_not_reported_as_a_crash(monkeypatch):
+    from napari_medai.errors import CancelledError
+    from napari_medai.runtime.progress import check_stop
+
+    stop, seen = [False], []
+
+    def run(device, samples, should_stop=None):
+        seen.append(device)
+        stop[0] = True  # the user presses Cancel while the tool runs
+        check_stop(should_stop)  # the tool polls the caller's should_stop
+        return {}
+
+    monkeypatch.setattr(selftest, "TOOLS", [selftest.Tool("clahe", run, None, None)] * 2)
+    with pytest.raises(CancelledError):
+        selftest.run_selftest("cpu", should_stop=lambda: stop[0])
+    assert seen == ["cpu"]  # cancelled inside the first tool, the second never ran
+    with pytest.raises(CancelledError):
+        selftest.run_selftest("cpu", should_stop=lambda: True)

@@ -230,15 +230,15 @@ def load_samples() -> Samples:
 
 
 # -------------------------------------------------------------------------------- the four tools
-# Each tool: run(device, samples) -> outputs (arrays + a "details" dict for the report);
+# Each tool: run(device, samples, should_stop) -> outputs (arrays + a "details" dict for the report);
 # sanity(outputs, samples) -> checks on the CPU answer; compare(cpu, other, device) -> parity checks.
 
 
-def _clahe_run(device: str, s: Samples) -> dict:
+def _clahe_run(device: str, s: Samples, should_stop: Optional[ShouldStop] = None) -> dict:
     from ..enhance.core import run_clahe
 
-    frame = run_clahe(s.frame, device=device, clip_limit=0.01)
-    volume = run_clahe(s.ct, mode="3d", device=device, clip_limit=0.01)
+    frame = run_clahe(s.frame, device=device, clip_limit=0.01, should_stop=should_stop)
+    volume = run_clahe(s.ct, mode="3d", device=device, clip_limit=0.01, should_stop=should_stop)
     return {"frame": frame.image, "volume": volume.image,
             "details": {"backend": frame.backend, "device": frame.device, "frame_shape": list(s.frame.shape),
                         "volume_shape": list(s.ct.shape)}}
@@ -280,11 +280,11 @@ def _clahe_compare(ref: dict, out: dict, device: str) -> list:
     return checks
 
 
-def _grading_run(device: str, s: Samples) -> dict:
+def _grading_run(device: str, s: Samples, should_stop: Optional[ShouldStop] = None) -> dict:
     from ..steatosis.core import grade_steatosis
 
     # always an explicit liver ROI (grading refuses without one); the sample's known liver/kidney ROIs
-    result = grade_steatosis(s.frame, roi=s.liver_roi, kidney_roi=s.kidney_roi, device=device)
+    result = grade_steatosis(s.frame, roi=s.liver_roi, kidney_roi=s.kidney_roi, device=device, should_stop=should_stop)
     details = {"grade": int(result.grade), "label": result.label, "model": result.model, "ran_on": result.device,
                "probabilities": [_round(p) for p in result.probabilities], "roi": list(s.liver_roi)}
     if getattr(result, "uncertain", None) is not None:
@@ -319,10 +319,10 @@ def _grading_compare(ref: dict, out: dict, device: str) -> list:
     ]
 
 
-def _segmentation_run(device: str, s: Samples) -> dict:
+def _segmentation_run(device: str, s: Samples, should_stop: Optional[ShouldStop] = None) -> dict:
     from ..segmentation.core import segment
 
-    result = segment(s.ct, spacing=s.ct_spacing, affine=s.ct_affine, device=device)
+    result = segment(s.ct, spacing=s.ct_spacing, affine=s.ct_affine, device=device, should_stop=should_stop)
     details = {"model": result.model_name, "ran_on": result.device, "shape": list(s.ct.shape),
                "volumes_ml": {k: _round(v, 1) for k, v in result.volumes_ml.items()}, "notes": list(result.notes)}
     return {"labels": result.labels, "volumes_ml": dict(result.volumes_ml), "details": details}
@@ -363,16 +363,17 @@ def _segmentation_compare(ref: dict, out: dict, device: str) -> list:
     ]
 
 
-def _retrieval_run(device: str, s: Samples) -> dict:
+def _retrieval_run(device: str, s: Samples, should_stop: Optional[ShouldStop] = None) -> dict:
     from ..retrieval.embedder import get_embedder
     from ..retrieval.library import CaseLibrary
 
     embedder = get_embedder(None, device=device)
-    vectors = embedder.embed(s.mri)
+    vectors = embedder.embed(s.mri, should_stop=should_stop)
     library = CaseLibrary(embedder)
     library.add_vectors(vectors, s.mri_labels, paths=s.mri_names)
     top, distances, out_of_domain = [], [], []
     for image in s.mri:
+        check_stop(should_stop)
         hits = library.query(image, k=len(s.mri))
         top.append(hits[0].path)
         distances.append(float(hits[0].distance))
@@ -411,7 +412,7 @@ def _retrieval_compare(ref: dict, out: dict, device: str) -> list:
 @dataclass
 class Tool:
     name: str
-    run: Callable[[str, Samples], dict]
+    run: Callable[[str, Samples, Optional[ShouldStop]], dict]
     sanity: Callable[[dict, Samples], list]
     compare: Callable[[dict, dict, str], list]
 
@@ -595,7 +596,7 @@ def run_selftest(
                 tick()
                 continue
             try:
-                out = tool.run(dev, samples)
+                out = tool.run(dev, samples, should_stop)
             except CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one crash must not hide the other tools
