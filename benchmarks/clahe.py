@@ -25,7 +25,8 @@ import os
 # torch (and kornia) run on GNU OpenMP. With its default active wait, every parallel torch op cost
 # ~10 ms on this shared 2-core machine while other processes kept the cores busy (a 575x360 image:
 # 447 ms -> 20 ms with the passive policy). It must be set before torch loads; it only helps the
-# torch/kornia rows (numba uses its workqueue layer, scikit-image and OpenCV do not use OpenMP here).
+# torch/kornia rows (our numba kernels run on a thread pool of their own, scikit-image and OpenCV do not
+# use OpenMP here).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import argparse
@@ -143,10 +144,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
 
-    import numba
-
-    from napari_medai.enhance import clahe
-    from napari_medai.enhance import _numba  # noqa: F401  (selects numba's threading layer)
+    from napari_medai.enhance import _numba, clahe
 
     try:
         import cv2
@@ -192,7 +190,7 @@ def main(argv=None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
         "cpu_model": _cpu_model(),
-        "numba_threads": numba.get_num_threads(),
+        "numba_threads": _numba.n_threads(),
         "numba_threading_layer": _layer(),
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(),

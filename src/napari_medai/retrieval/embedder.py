@@ -12,7 +12,6 @@ refuses another embedder), ``dim`` and ``embed(images, progress=None, should_sto
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -121,7 +120,7 @@ class CNNEmbedder(Embedder):
         import torch
 
         net = self._load()
-        with _few_threads(len(batch), self._torch_device), torch.inference_mode():
+        with torch.inference_mode():
             x = torch.from_numpy(np.array(batch, dtype=np.float32, order="C"))[:, None].to(self._torch_device)
             z, _ = net(x)
         return z.float().cpu().numpy()
@@ -135,24 +134,6 @@ class CNNEmbedder(Embedder):
             x = torch.from_numpy(np.array(batch, dtype=np.float32, order="C"))[:, None].to(self._torch_device)
             _, logits = net(x)
         return logits.softmax(1).float().cpu().numpy()
-
-
-@contextmanager
-def _few_threads(n_images: int, device):
-    """One CPU thread for small batches (a single query): this 1 M-parameter CNN gains nothing from
-    more, and OpenMP thread teams stall badly on a busy CPU (measured 4 ms with 1 thread against
-    230 ms with 2 on an overloaded 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n_images > 8 or before == 1 or getattr(device, "type", "cpu") != "cpu":
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def get_embedder(spec: Any = None, device: str = "auto") -> Embedder:

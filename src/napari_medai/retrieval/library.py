@@ -583,23 +583,13 @@ class CaseLibrary:
             o = np.argsort(dsel, axis=1, kind="stable")
             pos, dsel = np.take_along_axis(pos, o, 1), np.take_along_axis(dsel, o, 1)
         else:
-            import faiss
-
-            # a few queries: one OpenMP thread (measured at 1 M flat: 19 ms vs 136 ms with 2 threads
-            # on a busy 2-core CPU); batches keep faiss's default
-            before = faiss.omp_get_max_threads()
-            if len(q) <= 8 and before > 1:
-                faiss.omp_set_num_threads(1)
-            try:
-                if params is not None:
-                    dsel, pos = index.search(q, kk, params=params)
-                else:
-                    if self._index_used == "hnsw":
-                        index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
-                    dsel, pos = index.search(q, kk)
-            finally:
-                if faiss.omp_get_max_threads() != before:
-                    faiss.omp_set_num_threads(before)
+            # faiss's OpenMP thread count is left as the caller set it (faiss.omp_set_num_threads)
+            if params is not None:
+                dsel, pos = index.search(q, kk, params=params)
+            else:
+                if self._index_used == "hnsw":
+                    index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
+                dsel, pos = index.search(q, kk)
         D = np.full((len(q), k), np.inf, np.float32)
         I = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):

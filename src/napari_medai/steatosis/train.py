@@ -53,9 +53,26 @@ def make_folds(grade, patient, n_folds: int = 5, seed: int = 0) -> list:
 
 
 def train_net(crops, grade, arch: str, arch_params: dict, preprocess: str = "raw+clahe", epochs: int = 40,
-              batch: int = 32, lr: float = 3e-3, seed: int = 0, threads: int = 1, should_stop=None,
+              batch: int = 32, lr: float = 3e-3, seed: int = 0, threads: Optional[int] = None, should_stop=None,
               x_input: Optional[np.ndarray] = None) -> dict:
-    """Train a texture network; returns its state dict (float32 CPU tensors)."""
+    """Train a texture network; returns its state dict (float32 CPU tensors).
+
+    ``threads``: torch CPU threads for this training only (restored afterwards); ``None`` keeps the
+    process's setting (the ``train steatosis`` command runs its own process with one thread).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input):
     import torch
     import torch.nn.functional as F
 
@@ -63,7 +80,6 @@ def train_net(crops, grade, arch: str, arch_params: dict, preprocess: str = "raw
     from .models import build
     from .preprocess import model_input, n_channels
 
-    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = model_input(crops, preprocess) if x_input is None else x_input
