@@ -10,9 +10,7 @@ The top-level API imports lazily, so ``import napari_medai`` (and napari start-u
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from . import _lazy
 from ._version import __version__
 from .errors import CancelledError, MedaiError
 
@@ -29,14 +27,12 @@ _LAZY = {
 __all__ = ["__version__", "MedaiError", "CancelledError", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module_name, attribute = _LAZY[name]
-        value = getattr(importlib.import_module(module_name), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'napari_medai' has no attribute {name!r}")
+def _submodule_attributes(table: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, (module_name, attribute) in table.items():
+        assert name == attribute, name
+        out.setdefault(module_name.removeprefix(__name__ + "."), []).append(name)
+    return out
 
 
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__, _ = _lazy.attach(__name__, _submodule_attributes(_LAZY))

@@ -5,8 +5,7 @@ Research use only - not a medical device. Heavy modules (torch, faiss) load lazi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .. import _lazy
 
 _LAZY = {
     "CaseLibrary": "napari_medai.retrieval.library",
@@ -24,9 +23,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'napari_medai.retrieval' has no attribute {name!r}")
+_modules: dict[str, list[str]] = {}
+for _name, _module in _LAZY.items():
+    _modules.setdefault(_module.removeprefix(__name__ + "."), []).append(_name)
+__getattr__, __dir__, _ = _lazy.attach(__name__, _modules)

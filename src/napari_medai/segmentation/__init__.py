@@ -5,12 +5,9 @@ Research use only, not a medical device. Heavy libraries (torch, MONAI) load onl
 
 from __future__ import annotations
 
+from .. import _lazy
+
 __all__ = ["segment", "SegmentationResult", "postprocess"]
 
 
-def __getattr__(name):
-    if name in __all__:
-        from . import core
-
-        return getattr(core, name)
-    raise AttributeError(name)
+__getattr__, __dir__, _ = _lazy.attach(__name__, {"core": __all__})

@@ -3,12 +3,9 @@
 ``grade_steatosis(image, roi=..., kidney_roi=...)``. Research use only - not a medical device.
 """
 
+from .. import _lazy
+
 __all__ = ["grade_steatosis", "SteatosisResult", "GRADE_LABELS"]
 
 
-def __getattr__(name):
-    if name in __all__:
-        from . import core
-
-        return getattr(core, name)
-    raise AttributeError(name)
+__getattr__, __dir__, _ = _lazy.attach(__name__, {"core": __all__})

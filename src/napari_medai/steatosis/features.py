@@ -69,7 +69,9 @@ class LinearClassifier:
 
     @classmethod
     def fit(cls, X, y, features, C: float = 1.0, n_classes: int = 4) -> "LinearClassifier":
-        from sklearn.linear_model import LogisticRegression
+        from .._lazy import require
+
+        LogisticRegression = require("sklearn.linear_model", "training a classifier").LogisticRegression
 
         X = np.asarray(X, dtype=np.float64)
         mean = X.mean(axis=0)

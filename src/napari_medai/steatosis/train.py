@@ -34,7 +34,9 @@ INTENDED_USE = ("Research use only - not a medical device. Grades hepatic steato
 
 def make_folds(grade, patient, n_folds: int = 5, seed: int = 0) -> list:
     """StratifiedGroupKFold over images grouped by patient; asserts no patient is in two folds."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from .._lazy import require
+
+    StratifiedGroupKFold = require("sklearn.model_selection", "patient-grouped folds").StratifiedGroupKFold
 
     grade, patient = np.asarray(grade), np.asarray(patient)
     n_pat = len(np.unique(patient))
@@ -270,13 +272,14 @@ def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
 
 
 def _confusion_png(cm, path, title):
-    import matplotlib
+    from .._lazy import require
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, no pyplot: matplotlib's backend and pyplot state stay as the user set them
+    Figure = require("matplotlib.figure", "the confusion-matrix figure").Figure
 
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(4, 3.6), dpi=100)
+    fig = Figure(figsize=(4, 3.6), dpi=100)
+    ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     for i in range(4):
         for j in range(4):
@@ -288,7 +291,6 @@ def _confusion_png(cm, path, title):
     ax.set_title(f"{title} (out-of-fold)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------
