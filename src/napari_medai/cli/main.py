@@ -56,17 +56,27 @@ def _json_default(value: Any):
 
 
 def cli_progress(enabled: bool = True):
-    """A progress callback drawing a bar on stderr when it is a terminal."""
+    """A ``progress(i, n)`` callback drawing a tqdm bar on stderr when it is a terminal, else ``None``.
+
+    The bar closes itself when ``i`` reaches ``n``; a new ``n`` (the next stage of a job) starts a new bar.
+    """
     if not enabled or not sys.stderr.isatty():
         return None
+    from tqdm import tqdm
+
+    state: dict = {}
 
     def progress(i: int, n: int) -> None:
-        n = max(n, 1)
-        filled = int(30 * min(i, n) / n)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {i}/{n}")
+        n = max(int(n), 1)
+        bar = state.get("bar")
+        if bar is None or bar.total != n or bar.disable:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=n, file=sys.stderr, leave=True, dynamic_ncols=True)
+        bar.update(max(0, min(int(i), n) - bar.n))
         if i >= n:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
+            state.pop("bar", None)
 
     return progress
 

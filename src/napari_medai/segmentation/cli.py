@@ -135,7 +135,7 @@ def run_evaluate(args) -> int:
         data = label_image.data
         if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
             raise MedaiError(f"the {which} holds non-integer values; give a label image")
-    from .core import dice
+    from .metrics import dice
 
     p, g = np.asarray(pred.data).astype(np.int64), np.asarray(gt.data).astype(np.int64)
     voxel_ml = float(np.prod(gt.geometry.spacing)) / 1000.0

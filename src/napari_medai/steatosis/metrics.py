@@ -10,12 +10,17 @@ import numpy as np
 N_CLASSES = 4
 
 
+def _sk_metrics():
+    from .._lazy import require
+
+    return require("sklearn.metrics", "classification metrics")
+
+
 def confusion(y_true, y_pred, n_classes: int = N_CLASSES) -> np.ndarray:
-    """Rows: true grade, columns: predicted grade."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for t, p in zip(np.asarray(y_true, int), np.asarray(y_pred, int)):
-        cm[t, p] += 1
-    return cm
+    """Rows: true grade, columns: predicted grade (``sklearn.metrics.confusion_matrix``)."""
+    labels = list(range(n_classes))
+    return _sk_metrics().confusion_matrix(np.asarray(y_true, int), np.asarray(y_pred, int),
+                                          labels=labels).astype(np.int64)
 
 
 def one_vs_rest(cm: np.ndarray) -> dict:
@@ -38,16 +43,24 @@ def one_vs_rest(cm: np.ndarray) -> dict:
 
 
 def auc(y_binary, score) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties count half); NaN with one class only."""
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``; ties count half); NaN with one
+    class only."""
     y = np.asarray(y_binary, bool)
-    s = np.asarray(score, np.float64)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
+    if y.all() or not y.any():
         return float("nan")
-    from scipy.stats import rankdata
+    return float(_sk_metrics().roc_auc_score(y, np.asarray(score, np.float64)))
 
-    r = rankdata(np.concatenate([pos, neg]))
-    return float((r[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall over the grades present in ``y_true`` (``sklearn.metrics.balanced_accuracy_score``)."""
+    import warnings
+
+    y_true = np.asarray(y_true, int)
+    if y_true.size == 0:
+        return float("nan")
+    with warnings.catch_warnings():  # a predicted grade absent from y_true: sklearn warns, then ignores it
+        warnings.simplefilter("ignore", UserWarning)
+        return float(_sk_metrics().balanced_accuracy_score(y_true, np.asarray(y_pred, int)))
 
 
 def summary(y_true, prob, n_classes: int = N_CLASSES) -> dict:
@@ -62,7 +75,7 @@ def summary(y_true, prob, n_classes: int = N_CLASSES) -> dict:
     return {
         "n": int(y_true.size),
         "accuracy": float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan"),
-        "balanced_accuracy": float(np.mean(se)) if se else float("nan"),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
         "macro_acc": float(np.nanmean([ovr[c]["acc"] for c in present])),
         "macro_se": float(np.nanmean(se)),
         "macro_sp": float(np.nanmean([ovr[c]["sp"] for c in present])),
