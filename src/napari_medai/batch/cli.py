@@ -4,15 +4,10 @@ from __future__ import annotations
 
 
 def _roi(text):
-    from ..errors import MedaiError
+    """``X,Y,W,H`` -> four numbers (integers where they are whole), refused with one line otherwise."""
+    from ..io.planes import parse_xywh
 
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise MedaiError(f"bad ROI {text!r}; write X,Y,W,H in pixels")
-    return values
+    return tuple(int(v) if v.is_integer() else v for v in parse_xywh(text, "--roi"))
 
 
 def register(groups) -> None:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io import planes
+
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """2D float32 view of a grayscale or RGB(A) image (y, x[, c])."""
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        a = a[..., :3].astype(np.float32).mean(-1)
-    a = np.squeeze(a)
-    if a.ndim != 2:
-        from napari_medai.errors import MedaiError
-
-        raise MedaiError(
-            f"expected a 2D image (or a 2D RGB image), got shape {np.asarray(image).shape}; "
-            "pick a slice or an ROI of the volume"
-        )
-    return a.astype(np.float32, copy=False)
+    """2-D float32 grey levels for the embedders: :func:`napari_medai.io.planes.to_gray` (RGB(A) ->
+    luminance, axes of length 1 dropped)."""
+    return planes.to_gray(image, dtype=np.float32, squeeze=True, hint="pick a slice or an ROI of the volume")
 
 
 def normalize(a: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:

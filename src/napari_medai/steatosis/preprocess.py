@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Tuple
 
 import numpy as np
 
 from ..errors import MedaiError
+from ..io import planes
 
 PATCH = 28
 #: the shared ROI crops were multiplied by the hepatorenal index *and* by this constant relative to the
@@ -23,45 +23,17 @@ CROP_CALIBRATION = 1.1225
 
 
 def to_gray(image, what: str = "image") -> np.ndarray:
-    if image is None:
-        raise MedaiError(f"no {what} given; pass a 2-D B-mode frame (or an RGB image)")
-    arr = np.asarray(image)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if arr.dtype.kind not in "iuf":
-        raise MedaiError(f"the {what} has dtype {arr.dtype}; pass a numeric 2-D B-mode frame")
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        rgb = arr[..., :3].astype(np.float64)
-        arr = rgb @ np.array([0.299, 0.587, 0.114])
-    elif arr.ndim != 2:
-        raise MedaiError(
-            f"the {what} is {arr.ndim}-D {tuple(arr.shape)}; steatosis grading takes one 2-D frame - pick a frame of the stack"
-        )
-    if arr.size == 0 or min(arr.shape) < 4:
-        raise MedaiError(f"the {what} is empty or tiny {tuple(arr.shape)}; pass a B-mode frame")
-    out = arr.astype(np.float64)  # a copy: the input is never modified
+    """Validated 2-D float64 grey levels of a B-mode frame (:func:`napari_medai.io.planes.to_gray`:
+    RGB -> luminance), refusing NaN, tiny and 3-D input."""
+    out = planes.to_gray(image, what=what, hint="steatosis grading takes one 2-D frame - pick a frame of the stack")
+    if out.size == 0 or min(out.shape) < 4:
+        raise MedaiError(f"the {what} is empty or tiny {tuple(out.shape)}; pass a B-mode frame")
     if not np.isfinite(out).all():
         raise MedaiError(f"the {what} contains NaN or infinite values; fill or mask them before grading")
     return out
 
 
-def _roi_values(roi, what):
-    if isinstance(roi, str):
-        parts = [p for p in re.split(r"[,\s]+", roi.strip()) if p]
-    else:
-        parts = list(np.asarray(roi, dtype=object).ravel())
-    if len(parts) != 4:
-        raise MedaiError(f"{what} must be X,Y,W,H (4 numbers, x = column) or a boolean mask; got {roi!r}")
-    try:
-        vals = [float(p) for p in parts]
-    except (TypeError, ValueError):
-        raise MedaiError(f"{what} must be 4 numbers X,Y,W,H; got {roi!r}") from None
-    if not all(np.isfinite(vals)):
-        raise MedaiError(f"{what} contains NaN or infinity; give finite X,Y,W,H in pixels")
-    return vals
-
-
-def parse_roi(roi, shape, what: str = "ROI") -> Tuple[np.ndarray, tuple, list]:
+def parse_roi(roi, shape, what: str = "ROI") -> tuple[np.ndarray, tuple, list]:
     """-> (boolean mask of ``shape``, bounding box (x, y, w, h) clipped to the image, warnings)."""
     warnings = []
     H, W = shape
@@ -74,9 +46,7 @@ def parse_roi(roi, shape, what: str = "ROI") -> Tuple[np.ndarray, tuple, list]:
         ys, xs = np.nonzero(mask)
         bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
         return mask, bbox, warnings
-    x, y, w, h = _roi_values(roi, what)
-    if w <= 0 or h <= 0:
-        raise MedaiError(f"{what} {x:g},{y:g},{w:g},{h:g} is empty (width and height must be > 0)")
+    x, y, w, h = planes.parse_xywh(roi, what)
     x0, y0 = int(np.floor(x)), int(np.floor(y))
     x1, y1 = int(np.ceil(x + w)), int(np.ceil(y + h))
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
