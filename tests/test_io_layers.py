@@ -81,3 +81,20 @@ def test_parse_xywh_refuses(text):
 def test_parse_xywh_accepts_separators():
     assert parse_xywh("10, 20;30 40") == (10.0, 20.0, 30.0, 40.0)
     assert parse_xywh((1, 2, 3, 4)) == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_canonical_orientation_lives_in_geometry_and_round_trips():
+    from napari_medai.io.geometry import Geometry, canonical_orientation, from_canonical, to_canonical
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        perm = rng.permutation(3)
+        signs = rng.choice([-1.0, 1.0], 3)
+        affine = np.eye(4)
+        affine[:3, :3] = np.eye(3)[:, perm] * signs * rng.uniform(0.5, 3, 3)
+        p, f = canonical_orientation(affine, 3)
+        vol = rng.random((4, 5, 6))
+        np.testing.assert_array_equal(from_canonical(to_canonical(vol, p, f), p, f), vol)
+        g = Geometry.from_affine_ras(affine)
+        assert g.canonical_orientation() == (p, f)
+    assert canonical_orientation(None, 3) == ((0, 1, 2), ())

@@ -42,11 +42,11 @@ class Geometry:
         return len(self.spacing)
 
     @classmethod
-    def identity(cls, ndim: int, spacing: Optional[Sequence[float]] = None) -> "Geometry":
+    def identity(cls, ndim: int, spacing: Optional[Sequence[float]] = None) -> Geometry:
         return cls(tuple(spacing or (1.0,) * ndim), (0.0,) * ndim, np.eye(ndim))
 
     @classmethod
-    def from_affine_ras(cls, affine: np.ndarray) -> "Geometry":
+    def from_affine_ras(cls, affine: np.ndarray) -> Geometry:
         """From a 4x4 affine mapping ``(z, y, x)`` array indices to RAS millimetres."""
         affine = np.asarray(affine, dtype=float)
         linear = _RAS_TO_DISPLAY @ affine[:3, :3]
@@ -59,7 +59,7 @@ class Geometry:
         return cls(tuple(spacing), tuple(origin), orientation)
 
     @classmethod
-    def from_layer(cls, layer: Any) -> "Geometry":
+    def from_layer(cls, layer: Any) -> Geometry:
         """The geometry of a napari layer (any layer: ours or another plugin's)."""
         ndim = layer.ndim
         orientation = np.asarray(layer.affine.affine_matrix, dtype=float)[:ndim, :ndim]
@@ -88,6 +88,10 @@ class Geometry:
         affine[:3, 3] = back @ display[:3, 3]
         return affine
 
+    def canonical_orientation(self) -> tuple[tuple, tuple]:
+        """Axis permutation and flips to the radiological order; see :func:`canonical_orientation`."""
+        return canonical_orientation(self.affine_ras() if self.ndim == 3 else None, self.ndim)
+
     def layer_kwargs(self) -> dict:
         """``scale``, ``translate`` and (if not identity) ``affine`` for ``viewer.add_*``."""
         kwargs: dict[str, Any] = {"scale": self.spacing, "translate": self.origin}
@@ -97,7 +101,7 @@ class Geometry:
             kwargs["affine"] = affine
         return kwargs
 
-    def slice(self, axis: int = 0, index: int = 0) -> "Geometry":
+    def slice(self, axis: int = 0, index: int = 0) -> Geometry:
         """The 2-D geometry of one slice along ``axis`` (orientation kept for the remaining axes)."""
         keep = [a for a in range(self.ndim) if a != axis]
         origin = np.asarray(self.origin, dtype=float)
@@ -120,12 +124,56 @@ class Geometry:
         return record
 
     @classmethod
-    def from_dict(cls, record: dict) -> "Geometry":
+    def from_dict(cls, record: dict) -> Geometry:
         return cls(tuple(record["spacing"]), tuple(record["origin"]), np.asarray(record["orientation"]))
 
-    def matches(self, other: "Geometry", atol: float = 1e-4) -> bool:
+    def matches(self, other: Geometry, atol: float = 1e-4) -> bool:
         return (
             self.ndim == other.ndim
             and np.allclose(self.spacing, other.spacing, atol=atol)
             and np.allclose(self.display_affine(), other.display_affine(), atol=atol)
         )
+
+
+# ------------------------------------------------------------------------------------ orientation
+def canonical_orientation(affine: Optional[np.ndarray], ndim: int) -> tuple[tuple, tuple]:
+    """Axis permutation and flips that bring a (z, y, x) array to radiological order.
+
+    Canonical: axis 0 towards superior, axis 1 (rows) towards posterior, axis 2 (columns) towards the
+    patient's left (napari's display frame, the way the LiTS training slices are stored). ``affine``
+    maps array indices (napari order) to RAS mm. Without an affine, or for 2-D input, or for oblique
+    volumes whose axes are not near the anatomical ones, the array is taken as already canonical.
+    """
+    if affine is None or ndim != 3:
+        return tuple(range(ndim)), ()
+    a = np.asarray(affine, dtype=float)[:3, :3]
+    dominant = [int(np.argmax(np.abs(a[:, i]))) for i in range(3)]  # world axis of each array axis
+    if sorted(dominant) != [0, 1, 2]:
+        return (0, 1, 2), ()
+    perm = tuple(dominant.index(w) for w in (2, 1, 0))  # new axis k <- array axis perm[k]
+    flips = []
+    if a[2, perm[0]] < 0:
+        flips.append(0)
+    if a[1, perm[1]] > 0:  # rows must run anterior -> posterior (RAS y decreasing)
+        flips.append(1)
+    if a[0, perm[2]] > 0:  # columns must run right -> left (RAS x decreasing)
+        flips.append(2)
+    return perm, tuple(flips)
+
+
+def to_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
+    """``array`` in the canonical order of :func:`canonical_orientation` (a view where possible)."""
+    out = np.transpose(array, perm) if perm != tuple(range(array.ndim)) else array
+    for axis in flips:
+        out = np.flip(out, axis)
+    return out
+
+
+def from_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
+    """Undo :func:`to_canonical`: back to the source array's axis order (C-contiguous)."""
+    out = array
+    for axis in flips:
+        out = np.flip(out, axis)
+    if perm != tuple(range(array.ndim)):
+        out = np.transpose(out, np.argsort(perm))
+    return np.ascontiguousarray(out)
