@@ -54,7 +54,11 @@ demo: install system-deps
 selftest: install
 	$(BIN)/napari-medai selftest
 
-test: install-test system-deps
+# ruff with the rules in pyproject.toml ([tool.ruff.lint]); part of `make test`, so CI fails on a finding
+lint: install-test
+	$(BIN)/ruff check src tests
+
+test: install-test system-deps lint
 	QT_API=pyqt5 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -172,7 +172,7 @@ print(json.dumps(out))
 def test_core_runs_the_cli_and_api_without_qt_napari_dask_or_training_packages():
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", CORE_SCRIPT % BLOCKED], capture_output=True, text=True, env=env,
-                          timeout=300)
+                          timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["info_rc"] == 0 and got["info_ok"]

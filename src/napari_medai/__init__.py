@@ -24,7 +24,7 @@ _LAZY = {
     "resolve_device": ("napari_medai.runtime.device", "resolve_device"),
 }
 
-__all__ = ["__version__", "MedaiError", "CancelledError", *_LAZY]
+__all__ = ["__version__", "MedaiError", "CancelledError", *_LAZY]  # noqa: PLE0604 - the names of _LAZY
 
 
 def _submodule_attributes(table: dict) -> dict[str, list[str]]:

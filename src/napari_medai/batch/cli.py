@@ -11,6 +11,7 @@ def _roi(text):
 
 
 def register(groups) -> None:
+    """Add the ``batch`` command to the CLI."""
     parser = groups.root.add_parser("batch", help="run a tool over many inputs on Dask")
     parser.add_argument("tool", choices=["enhance", "grade", "segment"])
     parser.add_argument("inputs", nargs="+", help="files, DICOM folders, globs, or a CSV with a 'path' column")
@@ -28,6 +29,7 @@ def register(groups) -> None:
 
 
 def run_batch_command(args) -> int:
+    """Run ``napari-medai batch``: one tool over many inputs; exit 1 when any case failed."""
     from ..cli.main import cli_progress, emit_json
     from .runner import run_batch
 

@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from ..errors import MedaiError
 from ..io.writers import atomic_output
@@ -23,6 +24,7 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class BatchSummary:
+    """Outcome of a batch run: one row per case (``status`` ok / error / cancelled) and the skipped count."""
     rows: list = field(default_factory=list)
     skipped: int = 0
     seconds: float = 0.0
@@ -31,9 +33,11 @@ class BatchSummary:
 
     @property
     def failed(self) -> list:
+        """The rows whose status is not ``ok``."""
         return [r for r in self.rows if r.get("status") != "ok"]
 
     def to_dict(self) -> dict:
+        """JSON-ready summary (counts and rows)."""
         return {
             "cases": len(self.rows),
             "ok": len(self.rows) - len(self.failed),
@@ -119,7 +123,8 @@ def make_client(scheduler: Optional[str], workers: Optional[int], connect_timeou
         try:
             return Client(scheduler, timeout=connect_timeout), None
         except (OSError, TimeoutError) as exc:
-            raise MedaiError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
+            raise MedaiError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); "
+                             "check the address and that it runs") from None
     from ..runtime.device import available_devices
 
     gpus = [d for d in available_devices() if d.startswith("cuda")]
@@ -169,7 +174,7 @@ def completed(futures: list, progress: Progress, should_stop: ShouldStop) -> Ite
 def run_batch(
     tool: str,
     inputs: Sequence[str],
-    out_dir: "str | os.PathLike",
+    out_dir: str | os.PathLike,
     *,
     params: Optional[dict] = None,
     scheduler: Optional[str] = None,
@@ -178,6 +183,7 @@ def run_batch(
     should_stop: Optional[ShouldStop] = None,
     connect_timeout: str = "10s",
 ) -> BatchSummary:
+    """Run ``tool`` (enhance / grade / segment) over ``inputs`` on Dask, writing into ``out_dir``."""
     if tool not in TASKS:
         raise MedaiError(f"unknown batch tool {tool!r}; use one of {', '.join(TASKS)}")
     progress, should_stop = callbacks(progress, should_stop)

@@ -14,7 +14,8 @@ from typing import Any
 from ..errors import MedaiError
 
 
-def output_stem(path: "str | Path") -> str:
+def output_stem(path: str | Path) -> str:
+    """The file name of ``path`` without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(str(path).rstrip("/")).name
     for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"):
         if name.lower().endswith(suffix):
@@ -41,6 +42,7 @@ def worker_device(requested: str = "auto") -> str:
 
 
 def enhance_file(path: str, out_dir: str, params: dict) -> dict:
+    """Worker task: CLAHE of one file, written next to the others in ``out_dir``."""
     from ..enhance.core import clahe
     from ..io.readers import load_image
     from ..io.writers import save_image
@@ -55,11 +57,13 @@ def enhance_file(path: str, out_dir: str, params: dict) -> dict:
         device=worker_device(params.get("device", "auto")),
     )
     suffix = ".nii.gz" if loaded.geometry.ndim == 3 else ".png"
-    out = save_image(Path(out_dir) / f"{output_stem(path)}_clahe{suffix}", result, loaded.geometry, inputs=[path], rgb=loaded.rgb)
+    out = save_image(Path(out_dir) / f"{output_stem(path)}_clahe{suffix}", result, loaded.geometry, inputs=[path],
+                     rgb=loaded.rgb)
     return {"outputs": [str(out)], "shape": list(loaded.data.shape)}
 
 
 def grade_file(path: str, out_dir: str, params: dict) -> dict:
+    """Worker task: steatosis grade of one B-mode frame (the result as a dict)."""
     from ..io.readers import load_image
     from ..steatosis.core import grade_steatosis
 
@@ -81,6 +85,7 @@ def grade_file(path: str, out_dir: str, params: dict) -> dict:
 
 
 def segment_file(path: str, out_dir: str, params: dict) -> dict:
+    """Worker task: liver / tumour labels of one CT, written with the input's affine."""
     from ..io.readers import load_image
     from ..io.writers import save_image
     from ..segmentation.core import segment
@@ -95,7 +100,8 @@ def segment_file(path: str, out_dir: str, params: dict) -> dict:
         model=params.get("model"),
         device=worker_device(params.get("device", "auto")),
     )
-    out = save_image(Path(out_dir) / f"{output_stem(path)}_labels.nii.gz", result.labels, loaded.geometry, inputs=[path])
+    out = save_image(Path(out_dir) / f"{output_stem(path)}_labels.nii.gz", result.labels, loaded.geometry,
+                     inputs=[path])
     return {"outputs": [str(out)], "volumes_ml": {k: round(float(v), 2) for k, v in result.volumes_ml.items()},
             "notes": list(result.notes)}
 

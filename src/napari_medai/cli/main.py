@@ -11,8 +11,9 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..errors import CancelledError, MedaiError
 
@@ -27,6 +28,7 @@ TOOL_CLI_MODULES = (
 
 @dataclass
 class CommandGroups:
+    """The sub-command groups each tool's ``register`` adds to (root, ``train``, ``evaluate``)."""
     root: Any
     train: Any
     evaluate: Any
@@ -82,7 +84,9 @@ def cli_progress(enabled: bool = True):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="napari-medai", description="Medical-imaging AI tools (research use only, not a medical device).")
+    """The full ``napari-medai`` parser, with every installed tool's commands."""
+    parser = _Parser(prog="napari-medai",
+                     description="Medical-imaging AI tools (research use only, not a medical device).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     root = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -110,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--json", action="store_true", help="print one JSON document and nothing else on stdout")
     selftest.set_defaults(func=run_selftest_command)
 
-    train = root.add_parser("train", help="train a model").add_subparsers(dest="train_command", metavar="TASK", parser_class=_Parser)
-    evaluate = root.add_parser("evaluate", help="evaluate results").add_subparsers(dest="evaluate_command", metavar="TASK", parser_class=_Parser)
+    train = root.add_parser("train", help="train a model").add_subparsers(dest="train_command", metavar="TASK",
+                                                                          parser_class=_Parser)
+    evaluate = root.add_parser("evaluate", help="evaluate results").add_subparsers(dest="evaluate_command",
+                                                                                   metavar="TASK", parser_class=_Parser)
     groups = CommandGroups(root, train, evaluate)
     for module_name in TOOL_CLI_MODULES:
         try:
@@ -125,11 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_info(args) -> int:
+    """``napari-medai info``: versions, devices and models."""
+    import numpy as np
+
     from .. import __version__
     from ..runtime.device import available_devices, resolve_device
     from ..runtime.registry import list_models
-
-    import numpy as np
 
     versions = {"napari-medai": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
     for name in ("torch", "monai", "napari", "skimage", "nibabel", "pydicom", "numba", "faiss"):
@@ -158,6 +165,7 @@ def run_info(args) -> int:
 
 
 def run_models(args) -> int:
+    """``napari-medai models``: the registered model cards."""
     from ..runtime.registry import list_models
 
     cards = list_models()
@@ -173,6 +181,7 @@ def run_models(args) -> int:
 
 
 def run_demo(args) -> int:
+    """``napari-medai demo``: every tool on the sample data (or the GUI with ``--gui``)."""
     from ..demo import open_gui, run_headless
 
     if args.gui:
@@ -184,6 +193,7 @@ def run_demo(args) -> int:
 
 
 def run_selftest_command(args) -> int:
+    """``napari-medai selftest``: models, tools and parity on this machine; exit 1 naming what failed."""
     import contextlib
 
     from ..runtime.selftest import run_selftest
@@ -202,6 +212,7 @@ def run_selftest_command(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point; returns the exit code (2 for refused input, 130 when cancelled)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

@@ -252,8 +252,8 @@ def interpolate(bins, pmaps, ylo, yhi, yf, xw0, xw1, seg, seg_lo, seg_hi, ny, nx
     """Bilinear blend of the (z-blended) tile maps into rows ``r0 <= r < r1`` of ``out`` (uint16).
 
     ``bins`` / ``out`` are ``(planes, Y, X)``, rows numbered plane after plane; ``pmaps`` holds
-    ``ny * nx`` maps per plane, starting at plane ``pbase``. The blend runs in float32 and is truncated to an integer grey level as
-    scikit-image does. ``seg`` splits a row into runs of x that share the same two x tiles.
+    ``ny * nx`` maps per plane, starting at plane ``pbase``. The blend runs in float32 and is truncated
+    to an integer grey level as scikit-image does. ``seg`` splits a row into runs of x that share the same two x tiles.
     ``rmin`` / ``rmax`` receive each row's extreme levels for the final rescale.
     """
     Y = bins.shape[1]

@@ -157,8 +157,8 @@ def run(x, value_range, mins, maxs, kernel, nbins, clim, device, report):
             pm = pm.reshape(p1 - p0, ny * nx * nbins)
             q = bins[p0:p1]
 
-            def g(c):
-                return torch.gather(pm, 1, (c + q).view(p1 - p0, Y * X)).view(p1 - p0, Y, X)
+            def g(c, pm=pm, q=q, n=p1 - p0):
+                return torch.gather(pm, 1, (c + q).view(n, Y * X)).view(n, Y, X)
 
             val = wy0 * (wx0 * g(c00) + cx * g(c01)) + cy * (wx0 * g(c10) + cx * g(c11))
             levels[p0:p1] = torch.trunc(val).to(torch.int64)

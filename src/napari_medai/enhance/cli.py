@@ -11,6 +11,7 @@ _NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-?\d*\.?\d+(e[-+]?\d+)?,-?\d*
 
 
 def register(groups) -> None:
+    """Add the ``enhance`` command to the CLI."""
     p = groups.root.add_parser(
         "enhance",
         help="CLAHE contrast enhancement (2-D, per slice or 3-D)",
@@ -20,10 +21,13 @@ def register(groups) -> None:
     )
     p.add_argument("input", metavar="IN", help="NIfTI, DICOM file or series folder, PNG, JPEG or TIFF")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".nii.gz/.nii, .tif, .png or .jpg")
-    p.add_argument("--clip-limit", type=float, default=0.01, metavar="F", help="normalised clip limit (default 0.01; 0 = no clipping)")
-    p.add_argument("--kernel-size", default=None, metavar="N[,N,N]", help="tile size: one value or one per axis (default 1/8 of each axis)")
+    p.add_argument("--clip-limit", type=float, default=0.01, metavar="F",
+                   help="normalised clip limit (default 0.01; 0 = no clipping)")
+    p.add_argument("--kernel-size", default=None, metavar="N[,N,N]",
+                   help="tile size: one value or one per axis (default 1/8 of each axis)")
     p.add_argument("--nbins", type=int, default=256, metavar="N", help="histogram bins (default 256)")
-    p.add_argument("--mode", choices=MODES, default="auto", help="auto: 2d for images, 3d for volumes; slices: each slice on its own")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="auto: 2d for images, 3d for volumes; slices: each slice on its own")
     p.add_argument("--window", default=None, metavar="LO,HI", help="intensity window, e.g. -200,250 (HU) for the liver")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
@@ -33,6 +37,7 @@ def register(groups) -> None:
 
 
 def run_enhance(args) -> int:
+    """Run ``napari-medai enhance``: CLAHE of one file, written with the input's geometry."""
     from pathlib import Path
 
     import numpy as np

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -55,6 +56,7 @@ class ClaheResult:
     notes: list = field(default_factory=list)
 
     def parameters(self) -> dict:
+        """The parameters actually used (for provenance and the JSON output)."""
         return {
             "mode": self.mode,
             "kernel_size": list(self.kernel_size),
@@ -159,7 +161,7 @@ def _check_kernel(kernel_size: KernelSize, shape: tuple, op_mode: str) -> tuple:
         try:
             kernel_size = [int(v) for v in kernel_size.replace("x", ",").split(",") if v.strip()]
         except ValueError:
-            raise MedaiError(f"bad kernel size '{kernel_size}'; write N or N,N,N with positive integers")
+            raise MedaiError(f"bad kernel size '{kernel_size}'; write N or N,N,N with positive integers") from None
         if len(kernel_size) == 1:
             kernel_size = kernel_size[0]
     if isinstance(kernel_size, (Integral, np.integer)) or (
@@ -170,7 +172,7 @@ def _check_kernel(kernel_size: KernelSize, shape: tuple, op_mode: str) -> tuple:
         try:
             ks = tuple(int(k) for k in kernel_size)
         except (TypeError, ValueError):
-            raise MedaiError(f"bad kernel size {kernel_size!r}; give an int or one int per axis")
+            raise MedaiError(f"bad kernel size {kernel_size!r}; give an int or one int per axis") from None
         if len(ks) != nd:
             raise MedaiError(
                 f"kernel size {list(ks)} has {len(ks)} values but mode '{op_mode}' tiles {nd} axes "
@@ -188,11 +190,11 @@ def _check_window(window):
         try:
             window = [float(v) for v in window.split(",")]
         except ValueError:
-            raise MedaiError(f"bad window '{window}'; write LO,HI, e.g. -200,250")
+            raise MedaiError(f"bad window '{window}'; write LO,HI, e.g. -200,250") from None
     try:
         lo, hi = (float(v) for v in window)
     except (TypeError, ValueError):
-        raise MedaiError(f"bad window {window!r}; give two numbers (lo, hi), e.g. (-200, 250)")
+        raise MedaiError(f"bad window {window!r}; give two numbers (lo, hi), e.g. (-200, 250)") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         raise MedaiError(f"bad window ({lo:g}, {hi:g}); it needs finite lo < hi, e.g. (-200, 250)")
     return (lo, hi)
@@ -317,13 +319,13 @@ def run_clahe(
     try:
         clip_limit = float(clip_limit)
     except (TypeError, ValueError):
-        raise MedaiError(f"bad clip limit {clip_limit!r}; give a number in [0, 1], e.g. 0.01")
+        raise MedaiError(f"bad clip limit {clip_limit!r}; give a number in [0, 1], e.g. 0.01") from None
     if not math.isfinite(clip_limit) or clip_limit < 0:
         raise MedaiError(f"bad clip limit {clip_limit}; give a number in [0, 1], e.g. 0.01 (0 = no clipping)")
     try:
         nbins_i = int(nbins)
     except (TypeError, ValueError):
-        raise MedaiError(f"bad nbins {nbins!r}; give an integer from 2 to 65536, e.g. 256")
+        raise MedaiError(f"bad nbins {nbins!r}; give an integer from 2 to 65536, e.g. 256") from None
     if nbins_i != nbins or not 2 <= nbins_i <= 65536:
         raise MedaiError(f"bad nbins {nbins}; give an integer from 2 to 65536, e.g. 256")
     win = _check_window(window)

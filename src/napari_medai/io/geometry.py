@@ -9,8 +9,9 @@ RAS affine is derived from them, so there is one source of truth and a NIfTI rou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -39,10 +40,12 @@ class Geometry:
     # ---- construction ---------------------------------------------------------------------
     @property
     def ndim(self) -> int:
+        """Number of spatial axes."""
         return len(self.spacing)
 
     @classmethod
     def identity(cls, ndim: int, spacing: Optional[Sequence[float]] = None) -> Geometry:
+        """Axis-aligned geometry at the origin with ``spacing`` (default 1)."""
         return cls(tuple(spacing or (1.0,) * ndim), (0.0,) * ndim, np.eye(ndim))
 
     @classmethod
@@ -113,6 +116,7 @@ class Geometry:
         )
 
     def to_dict(self) -> dict:
+        """JSON-ready spacing, origin and orientation."""
         record = {
             "spacing": list(self.spacing),
             "origin": list(self.origin),
@@ -125,9 +129,11 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, record: dict) -> Geometry:
+        """Inverse of :meth:`to_dict`."""
         return cls(tuple(record["spacing"]), tuple(record["origin"]), np.asarray(record["orientation"]))
 
     def matches(self, other: Geometry, atol: float = 1e-4) -> bool:
+        """Whether ``other`` puts every voxel at the same world position (within ``atol``)."""
         return (
             self.ndim == other.ndim
             and np.allclose(self.spacing, other.spacing, atol=atol)

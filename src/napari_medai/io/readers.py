@@ -39,9 +39,11 @@ class LoadedImage:
 
     @property
     def spatial_shape(self) -> tuple:
+        """Shape without the RGB channel axis."""
         return self.data.shape[:-1] if self.rgb else self.data.shape
 
     def layer_kwargs(self) -> dict:
+        """``scale``, ``translate`` (and ``affine``, ``rgb``) for ``viewer.add_image``."""
         from ..runtime.provenance import attach_provenance
 
         name = Path(self.source.rstrip("/")).name
@@ -56,19 +58,21 @@ class LoadedImage:
         return kwargs
 
 
-def suffix_of(path: "str | os.PathLike") -> str:
+def suffix_of(path: str | os.PathLike) -> str:
+    """Lower-case image suffix of ``path`` (``.nii.gz`` as one)."""
     name = str(path).lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def can_read(path: "str | os.PathLike") -> bool:
+def can_read(path: str | os.PathLike) -> bool:
+    """Whether :func:`load_image` may read ``path``: a folder, a known suffix, or a DICOM file by content."""
     path = Path(path)
     if path.is_dir():
         return True
     return suffix_of(path) in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES) or _looks_like_dicom(path)
 
 
-def load_image(path: "str | os.PathLike") -> LoadedImage:
+def load_image(path: str | os.PathLike) -> LoadedImage:
     """Read any supported file or DICOM series folder."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -102,7 +106,8 @@ def _read_nifti(path: Path) -> LoadedImage:
     if path.name.lower().endswith(".gz"):
         with open(path, "rb") as handle:
             if handle.read(2) != b"\x1f\x8b":
-                raise MedaiError(f"{path.name} is named .gz but is not gzip-compressed; rename it to .nii or re-export it")
+                raise MedaiError(f"{path.name} is named .gz but is not gzip-compressed; "
+                                 "rename it to .nii or re-export it")
     try:
         image = nib.load(str(path))
         shape = tuple(int(s) for s in image.shape)
@@ -156,7 +161,8 @@ def _read_raster(path: Path) -> LoadedImage:
     except MedaiError:
         raise
     except Exception as exc:  # imageio/tifffile raise many types for corrupt files
-        raise MedaiError(f"{path.name} is not a readable {suffix[1:].upper()} image ({_short(exc)}); re-export it") from None
+        raise MedaiError(f"{path.name} is not a readable {suffix[1:].upper()} image ({_short(exc)}); "
+                         "re-export it") from None
     _refuse_non_finite(data, path)
     rgb = False
     # A trailing axis of 3-4 on a larger image is colour (RGB ultrasound screenshots); (3, H, W) is a stack.
@@ -187,7 +193,8 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for missing/compressed/corrupt pixel data
-        raise MedaiError(f"{path.name}: cannot decode DICOM pixel data ({_short(exc)}); re-export it uncompressed") from None
+        raise MedaiError(f"{path.name}: cannot decode DICOM pixel data ({_short(exc)}); "
+                         "re-export it uncompressed") from None
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     if slope != 1 or intercept != 0:
@@ -220,7 +227,8 @@ def _read_dicom_file(path: Path) -> LoadedImage:
         geometry = Geometry.identity(2, spacing)
     else:
         raise MedaiError(f"{path.name} has pixel data of shape {pixels.shape}; expected 2-D or multi-frame")
-    return LoadedImage(pixels, geometry, str(path), modality=getattr(ds, "Modality", None), rgb=rgb, info=_dicom_info(ds))
+    return LoadedImage(pixels, geometry, str(path), modality=getattr(ds, "Modality", None), rgb=rgb,
+                       info=_dicom_info(ds))
 
 
 def _read_dicom_folder(folder: Path) -> LoadedImage:
@@ -246,7 +254,8 @@ def _read_dicom_folder(folder: Path) -> LoadedImage:
         series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((file, ds))
     if len(series) > 1:
         sizes = ", ".join(f"{uid[-12:]} ({len(v)} files)" for uid, v in series.items())
-        raise MedaiError(f"folder {folder} holds {len(series)} DICOM series [{sizes}]; put each series in its own folder")
+        raise MedaiError(f"folder {folder} holds {len(series)} DICOM series [{sizes}]; "
+                         "put each series in its own folder")
     slices = next(iter(series.values()))
     orientation = np.array([float(v) for v in slices[0][1].ImageOrientationPatient])
     row_dir, col_dir = orientation[:3], orientation[3:]
@@ -285,7 +294,8 @@ def _read_dicom_folder(folder: Path) -> LoadedImage:
         try:
             ds = pydicom.dcmread(str(file))
         except Exception as exc:
-            raise MedaiError(f"{file.name} in {folder} is corrupt ({_short(exc)}); remove or replace that slice") from None
+            raise MedaiError(f"{file.name} in {folder} is corrupt ({_short(exc)}); "
+                             "remove or replace that slice") from None
         pixels = _dicom_pixels(ds, file)
         if pixels.shape != (rows, cols):
             raise MedaiError(f"{file.name} has shape {pixels.shape}, the series {rows}x{cols}; remove the odd file")
@@ -304,7 +314,8 @@ def _read_dicom_folder(folder: Path) -> LoadedImage:
     info = _dicom_info(slices[0][1])
     if skipped:
         info["skipped_files"] = len(skipped)
-    return LoadedImage(volume, Geometry.from_affine_ras(affine_ras), str(folder), modality=info.get("Modality"), info=info)
+    return LoadedImage(volume, Geometry.from_affine_ras(affine_ras), str(folder), modality=info.get("Modality"),
+                       info=info)
 
 
 def _short(exc: BaseException) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -22,7 +23,7 @@ WRITABLE = (*NIFTI_SUFFIXES, ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 @contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike", suffix: str = "") -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it into place, on any failure remove it.
 
     So a crash, an error or a Cancel never leaves a half-written file at ``path``. ``suffix`` keeps a
@@ -43,7 +44,7 @@ def atomic_output(path: "str | os.PathLike", suffix: str = "") -> Iterator[Path]
         raise
 
 
-def check_output_path(out_path: "str | os.PathLike", inputs: Iterable["str | os.PathLike"] = ()) -> Path:
+def check_output_path(out_path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Validate an output path before any work starts (so a bad path fails fast)."""
     out = Path(out_path).expanduser()
     if suffix_of(out) not in WRITABLE:
@@ -51,7 +52,8 @@ def check_output_path(out_path: "str | os.PathLike", inputs: Iterable["str | os.
     for source in inputs:
         source = Path(source).expanduser()
         if source.exists() and (out.resolve() == source.resolve() or (out.exists() and out.samefile(source))):
-            raise MedaiError(f"output {out} is the input file; choose another output path (inputs are never overwritten)")
+            raise MedaiError(f"output {out} is the input file; "
+                             "choose another output path (inputs are never overwritten)")
     if out.is_dir():
         raise MedaiError(f"output {out} is a folder; give a file name such as {out / 'result.nii.gz'}")
     if not out.parent.exists():
@@ -73,11 +75,11 @@ def to_uint8(data: np.ndarray) -> np.ndarray:
 
 
 def save_image(
-    out_path: "str | os.PathLike",
+    out_path: str | os.PathLike,
     data: np.ndarray,
     geometry: Optional[Geometry] = None,
     *,
-    inputs: Iterable["str | os.PathLike"] = (),
+    inputs: Iterable[str | os.PathLike] = (),
     rgb: bool = False,
 ) -> Path:
     """Write ``data`` (napari order) atomically; NIfTI gets ``geometry``'s RAS affine."""

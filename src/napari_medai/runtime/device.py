@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import MedaiError
 
@@ -29,10 +30,12 @@ class DeviceChoice:
 
     @property
     def kind(self) -> str:
+        """``cpu``, ``cuda`` or ``mps`` (without the device index)."""
         return self.name.split(":")[0]
 
     @property
     def torch(self):
+        """The ``torch.device`` (imports torch)."""
         import torch
 
         return torch.device(self.name)
@@ -77,7 +80,7 @@ def available_devices() -> list[str]:
     return devices
 
 
-def resolve_device(spec: "str | DeviceChoice | None" = "auto") -> DeviceChoice:
+def resolve_device(spec: str | DeviceChoice | None = "auto") -> DeviceChoice:
     """Turn a user's device string into a :class:`DeviceChoice`.
 
     Raises :class:`MedaiError` for a device that does not exist here, with the list of ones that do.
@@ -112,7 +115,7 @@ def resolve_device(spec: "str | DeviceChoice | None" = "auto") -> DeviceChoice:
     raise MedaiError(f"unknown device '{spec}'; use auto, cpu, cuda, cuda:N or mps")
 
 
-def autocast(choice: "DeviceChoice | str") -> contextlib.AbstractContextManager:
+def autocast(choice: DeviceChoice | str) -> contextlib.AbstractContextManager:
     """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
     choice = resolve_device(choice)
     if choice.kind != "cuda":
@@ -134,7 +137,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def run_with_oom_fallback(
     fn: Callable[[Any, Any], T],
-    choice: "DeviceChoice | str",
+    choice: DeviceChoice | str,
     sizes: Sequence[Any],
     notify: Callable[[str], None] = print,
 ) -> T:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ def available_bytes() -> int:
 
 
 def estimate_bytes(shape: Sequence[int], dtype="float32", copies: float = 1.0) -> int:
+    """Bytes for ``copies`` arrays of ``shape`` and ``dtype``."""
     count = 1
     for s in shape:
         count *= int(s)
@@ -33,6 +34,7 @@ def estimate_bytes(shape: Sequence[int], dtype="float32", copies: float = 1.0) -
 
 
 def human(nbytes: float) -> str:
+    """``nbytes`` as a short human-readable size (``1.5 GB``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(nbytes) < 1024 or unit == "TB":
             return f"{nbytes:.1f} {unit}"

@@ -6,7 +6,8 @@ CLI bar, the napari progress bar, or nothing at all.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from ..errors import CancelledError
 

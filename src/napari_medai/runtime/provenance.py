@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 

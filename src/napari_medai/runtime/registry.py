@@ -40,18 +40,21 @@ class ModelCard:
 
     @property
     def weights_path(self) -> Optional[Path]:
+        """Absolute path of the weights file, or None for a card without weights."""
         if not self.weights:
             return None
         path = Path(self.weights)
         return path if path.is_absolute() or self.folder is None else self.folder / path
 
     def to_dict(self) -> dict:
+        """JSON-ready card (``folder`` as a string)."""
         data = asdict(self)
         data["folder"] = str(self.folder) if self.folder else None
         return data
 
     @classmethod
-    def from_file(cls, card_path: Path) -> "ModelCard":
+    def from_file(cls, card_path: Path) -> ModelCard:
+        """Read a ``card.json``; refuses an unreadable or incomplete card with one line."""
         try:
             data = json.loads(Path(card_path).read_text())
         except (OSError, ValueError) as exc:
@@ -65,7 +68,7 @@ class ModelCard:
         return card
 
 
-def register_model_dir(path: "str | os.PathLike") -> None:
+def register_model_dir(path: str | os.PathLike) -> None:
     """Add a folder whose sub-folders hold ``card.json`` files (a user's model folder)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -75,6 +78,7 @@ def register_model_dir(path: "str | os.PathLike") -> None:
 
 
 def model_dirs() -> list[Path]:
+    """Folders searched for model cards: the package's, registered ones and ``$NAPARI_MEDAI_MODELS``."""
     dirs = [PACKAGE_MODELS, *_extra_dirs]
     env = os.environ.get("NAPARI_MEDAI_MODELS")
     if env:
@@ -96,6 +100,7 @@ def list_models(task: Optional[str] = None) -> list[ModelCard]:
 
 
 def get_card(name: str) -> ModelCard:
+    """The registered card called ``name``; refuses an unknown name, listing the known ones."""
     for card in list_models():
         if card.name == name:
             return card
@@ -103,7 +108,8 @@ def get_card(name: str) -> ModelCard:
     raise MedaiError(f"unknown model '{name}'; registered models: {names} (see `napari-medai models`)")
 
 
-def resolve_model(name_or_path: "str | os.PathLike | ModelCard | None", *, task: str, default: Optional[str] = None) -> ModelCard:
+def resolve_model(name_or_path: str | os.PathLike | ModelCard | None, *, task: str,
+                  default: Optional[str] = None) -> ModelCard:
     """A model by registered name, or from a path to a folder holding ``card.json``."""
     if isinstance(name_or_path, ModelCard):
         return name_or_path
@@ -125,7 +131,8 @@ def resolve_model(name_or_path: "str | os.PathLike | ModelCard | None", *, task:
     return card
 
 
-def sha256_of(path: "str | os.PathLike") -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -164,5 +171,6 @@ def load_weights(card: ModelCard) -> dict:
         try:
             return torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise MedaiError(f"{path.name} holds more than plain weights and is refused for safety: {exc}".splitlines()[0]) from None
+            message = f"{path.name} holds more than plain weights and is refused for safety: {exc}"
+            raise MedaiError(message.splitlines()[0]) from None
     raise MedaiError(f"unsupported weights format '{path.suffix}'; use .safetensors or a .pt state dict")

@@ -9,6 +9,7 @@ from typing import Optional
 
 @dataclass
 class Settings:
+    """Process defaults of the plugin (device, extra model folder), seeded from the environment."""
     device: str = os.environ.get("NAPARI_MEDAI_DEVICE", "auto")
     model_dir: Optional[str] = os.environ.get("NAPARI_MEDAI_MODELS") or None
 
@@ -17,10 +18,12 @@ _settings = Settings()
 
 
 def get_settings() -> Settings:
+    """The current settings object (shared by the widgets and scripts)."""
     return _settings
 
 
 def set_device(device: str) -> None:
+    """Set the default device after checking that it exists."""
     from .device import resolve_device
 
     resolve_device(device)  # refuse devices that do not exist here
@@ -28,6 +31,7 @@ def set_device(device: str) -> None:
 
 
 def set_model_dir(path: Optional[str]) -> None:
+    """Register an extra folder of model cards and remember it (None forgets the setting)."""
     from .registry import register_model_dir
 
     if path:

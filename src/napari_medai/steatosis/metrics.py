@@ -3,7 +3,7 @@ balanced accuracy, steatosis AUC (S >= 1), and patient-bootstrap confidence inte
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def summary(y_true, prob, n_classes: int = N_CLASSES) -> dict:
         "macro_se": float(np.nanmean(se)),
         "macro_sp": float(np.nanmean([ovr[c]["sp"] for c in present])),
         "steatosis_auc": auc(y_true >= 1, prob[:, 1:].sum(axis=1)),
-        "per_class": {f"S{c}": {k: (float(v) if isinstance(v, float) else v) for k, v in ovr[c].items()} for c in range(n_classes)},
+        "per_class": {f"S{c}": {k: (float(v) if isinstance(v, float) else v) for k,
+                                v in ovr[c].items()} for c in range(n_classes)},
         "confusion": cm.tolist(),
     }
 

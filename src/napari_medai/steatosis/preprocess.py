@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from ..errors import MedaiError
@@ -40,7 +38,8 @@ def parse_roi(roi, shape, what: str = "ROI") -> tuple[np.ndarray, tuple, list]:
     if isinstance(roi, np.ndarray) and roi.dtype == bool or (isinstance(roi, np.ndarray) and roi.ndim == 2):
         mask = np.asarray(roi).astype(bool)
         if mask.shape != tuple(shape):
-            raise MedaiError(f"{what} mask has shape {mask.shape} but the image is {tuple(shape)}; draw it on the same image")
+            raise MedaiError(f"{what} mask has shape {mask.shape} but the image is {tuple(shape)}; "
+                             "draw it on the same image")
         if not mask.any():
             raise MedaiError(f"{what} is empty; draw a region of at least a few pixels inside the image")
         ys, xs = np.nonzero(mask)
@@ -117,6 +116,7 @@ def model_input(crops: np.ndarray, preprocess: str = "raw+clahe") -> np.ndarray:
 
 
 def n_channels(preprocess: str) -> int:
+    """Number of network input channels for a preprocessing name (``raw``, ``clahe``, ``raw+clahe``)."""
     return int("raw" in preprocess) + int("clahe" in preprocess)
 
 
