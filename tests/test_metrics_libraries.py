@@ -110,3 +110,17 @@ def test_dice_rule_and_monai_agreement():
         ref = compute_dice(torch.from_numpy(a[None, None]).float(), torch.from_numpy(b[None, None]).float(),
                            include_background=True)
         assert ours == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_model_card_reports_pooled_figures_beside_fold_means():
+    from napari_medai.steatosis.train import model_card_md
+
+    report = json.loads((ROOT / "training/steatosis/results/cnn-raw+clahe/report.json").read_text())
+    card = json.loads((ROOT / "src/napari_medai/models/steatosis-default/card.json").read_text())
+    md = model_card_md(card, report, "index+echo")
+    row = next(line for line in md.splitlines() if line.startswith("| index+echo"))
+    assert "0.600 ± 0.130 · 0.580 [0.442, 0.708]" in row and "0.968 ± 0.010 · 0.946" in row
+    assert "ddof=1" in md
+    assert card["metrics"]["with_kidney_roi"]["balanced_accuracy"]["pooled"] == pytest.approx(0.5802, abs=1e-4)
+    shipped = (ROOT / "src/napari_medai/models/steatosis-default/MODEL_CARD.md").read_text()
+    assert row.split(" | ", 1)[1] in shipped

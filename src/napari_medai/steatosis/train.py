@@ -226,13 +226,22 @@ def cross_validate(data: SteatosisData, model_type: str = "cnn", n_folds: int = 
 # reports
 
 
-def _fmt(folds, ci, key):
+#: how every report and model card states its figures (one SD convention: sample SD, ddof=1)
+CELLS = ("fold mean ± SD across folds (sample SD, ddof=1) · pooled out-of-fold value [95 % CI, patient bootstrap "
+         "of the pooled out-of-fold predictions]")
+
+
+def _fmt(folds, ci, key, pooled=None):
+    """``mean ± SD · pooled [CI]`` of one metric (see :data:`CELLS`)."""
     f = folds[key]
     lo, hi = ci.get(key, [None, None])
     if f["mean"] is None:
         return "n/a"
     sd = f"{f['sd']:.3f}" if f["sd"] is not None else "-"
-    return f"{f['mean']:.3f} ± {sd} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{f['mean']:.3f} ± {sd}"
+    text = f"{f['mean']:.3f} ± {sd}"
+    if pooled is not None and pooled.get(key) is not None:
+        text += f" · {pooled[key]:.3f}"
+    return f"{text} [{lo:.3f}, {hi:.3f}]" if lo is not None else text
 
 
 def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
@@ -245,17 +254,15 @@ def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
              f"Data: {result['data']['images']} images of {result['data']['patients']} patients "
              f"({result['data']['patients_per_grade']}), source `{result['data']['source']}`.",
              f"{result['folds']}-fold StratifiedGroupKFold by patient (seed {result['seed']}); no patient in two folds.",
-             "Cells: mean ± SD across folds [95 % CI, patient bootstrap of pooled out-of-fold predictions]. "
+             f"Cells: {CELLS}. "
              "Image level (every frame counts); ACC/SE/SP one-vs-rest, macro over grades.", "",
              "| candidate | balanced acc | steatosis AUC (S>=1) | macro ACC | macro SE | macro SP | patient-level bAcc |",
              "|---|---|---|---|---|---|---|"]
     for k, c in result["candidates"].items():
         mark = " **(selected)**" if k == result["selected"] else ""
-        lines.append(f"| {k}{mark} | {_fmt(c['folds'], c['ci95_patient_bootstrap'], 'balanced_accuracy')} | "
-                     f"{_fmt(c['folds'], c['ci95_patient_bootstrap'], 'steatosis_auc')} | "
-                     f"{_fmt(c['folds'], c['ci95_patient_bootstrap'], 'macro_acc')} | "
-                     f"{_fmt(c['folds'], c['ci95_patient_bootstrap'], 'macro_se')} | "
-                     f"{_fmt(c['folds'], c['ci95_patient_bootstrap'], 'macro_sp')} | "
+        cells = [_fmt(c["folds"], c["ci95_patient_bootstrap"], key, c["pooled"])
+                 for key in ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp")]
+        lines.append(f"| {k}{mark} | {' | '.join(cells)} | "
                      f"{c['patient_level']['balanced_accuracy']:.3f} |")
     sel = result["candidates"][result["selected"]]
     lines += ["", f"Selected: `{result['selected']}` ({result['selection_rule']}). "
@@ -333,8 +340,8 @@ def fit_final(data: SteatosisData, candidate: str, texture_candidate: str, arch_
 
 def _headline(c: dict) -> dict:
     keys = ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp", "accuracy")
-    return {k: {"mean": c["folds"][k]["mean"], "sd": c["folds"][k]["sd"], "ci95": c["ci95_patient_bootstrap"][k]}
-            for k in keys}
+    return {k: {"mean": c["folds"][k]["mean"], "sd": c["folds"][k]["sd"], "pooled": c["pooled"][k],
+                "ci95": c["ci95_patient_bootstrap"][k]} for k in keys}
 
 
 def export_model(out_dir: Path, name: str, spec: dict, tensors: Optional[dict], result: dict, candidate: str,
@@ -358,7 +365,8 @@ def export_model(out_dir: Path, name: str, spec: dict, tensors: Optional[dict], 
                        "index": {"use": spec["index"]["use"]} if spec["index"] else None,
                        "coefficients": "in model.json"}
     cands = result["candidates"]
-    metrics = {"protocol": f"{result['folds']}-fold StratifiedGroupKFold by patient, image level, mean/SD across folds, "
+    metrics = {"protocol": f"{result['folds']}-fold StratifiedGroupKFold by patient, image level, mean/SD across folds "
+                           "(sample SD, ddof=1), pooled = the metric on all out-of-fold predictions together, "
                            "95% CI by patient bootstrap (1000 resamples) of pooled out-of-fold predictions",
                "with_kidney_roi": {"candidate": candidate, **_headline(cands[candidate])},
                "without_kidney_roi": {"candidate": texture_candidate or candidate, **_headline(cands[texture_candidate or candidate])},
@@ -395,7 +403,7 @@ def model_card_md(card: dict, result: dict, candidate: str) -> str:
         ci = c["ci95_patient_bootstrap"]
         tag = " (this model, with kidney ROI)" if k == candidate else " (this model, liver ROI only)" if k == card["metrics"]["without_kidney_roi"]["candidate"] else ""
         rows.append(f"| {k}{tag} | " + " | ".join(
-            _fmt(c["folds"], ci, key) for key in ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp")) + " |")
+            _fmt(c["folds"], ci, key, c["pooled"]) for key in ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp")) + " |")
     return "\n".join([
         f"# {card['name']} (v{card['version']})", "",
         "**Research use only - not a medical device.**", "",
@@ -404,7 +412,7 @@ def model_card_md(card: dict, result: dict, candidate: str) -> str:
         f"Training data: {card['training_data']['images']} liver ROI crops of {card['training_data']['patients']} patients "
         f"({card['training_data']['patients_per_grade']}), Byra et al. 2018. Licence: {card['licence']}.", "",
         "## Cross-validated performance (patient-grouped, image level)", "",
-        "Mean ± SD across folds [95 % CI, patient bootstrap].", "", *rows, "",
+        f"Cells: {CELLS}. Read both: the pooled figure can be below the fold mean.", "", *rows, "",
         "The method paper's figures (ACC 0.979, SE 0.976, SP 0.937) are the paper's, on its 550 images with image-level "
         "splits, which leak frames of one patient into train and test; they are not comparable with the numbers above.", "",
         "## Intended use and limits", "", card["intended_use"], "",
