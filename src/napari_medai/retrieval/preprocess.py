@@ -26,6 +26,7 @@ def normalize(a: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.nd
 
 
 def pad_square(a: np.ndarray, value: float = 0.0) -> np.ndarray:
+    """``a`` centred in a square of ``value`` (returned as is when already square)."""
     h, w = a.shape
     if h == w:
         return a

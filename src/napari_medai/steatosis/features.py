@@ -8,7 +8,8 @@ coefficients ship as JSON (never pickle).
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +20,7 @@ GLCM_LEVELS = 32
 
 
 def glcm_feature_names() -> list:
+    """Names of the :func:`glcm_features` columns, in order."""
     names = ["mean", "std"]
     for prop in GLCM_PROPS:
         for d in GLCM_DISTANCES:
@@ -43,6 +45,7 @@ def glcm_features(crop: np.ndarray) -> np.ndarray:
 
 
 def glcm_features_batch(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack of :func:`glcm_features` rows, one per crop (an empty ``(0, n)`` array for no crops)."""
     return np.stack([glcm_features(c) for c in crops]) if len(crops) else np.zeros((0, len(glcm_feature_names())))
 
 
@@ -68,7 +71,9 @@ class LinearClassifier:
         self.classes = list(classes)
 
     @classmethod
-    def fit(cls, X, y, features, C: float = 1.0, n_classes: int = 4) -> "LinearClassifier":
+    def fit(cls, X, y, features, C: float = 1.0, n_classes: int = 4) -> LinearClassifier:
+        """Fit on ``X`` (rows) and grades ``y`` with scikit-learn (balanced class weights); a grade
+        absent from ``y`` gets ~0 probability."""
         from .._lazy import require
 
         LogisticRegression = require("sklearn.linear_model", "training a classifier").LogisticRegression
@@ -91,25 +96,30 @@ class LinearClassifier:
         return cls(features, mean, scale, coef, intercept, list(range(n_classes)))
 
     def logits(self, X) -> np.ndarray:
+        """Linear scores ``(n, classes)`` of the standardised features."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         return ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
 
     def predict_proba(self, X) -> np.ndarray:
+        """Softmax of :meth:`logits`: one probability row per sample."""
         z = self.logits(X)
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
     def to_dict(self) -> dict:
+        """Plain-JSON form (the shipped ``model.json`` stores this)."""
         return {"type": "standardised-multinomial-logistic", "features": self.features,
                 "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
                 "intercept": self.intercept.tolist(), "classes": self.classes}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LinearClassifier":
+    def from_dict(cls, d: dict) -> LinearClassifier:
+        """Inverse of :meth:`to_dict`."""
         return cls(d["features"], d["mean"], d["scale"], d["coef"], d["intercept"], d.get("classes", (0, 1, 2, 3)))
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict())
 
 
@@ -128,7 +138,7 @@ def classical_features(crops, hri: Optional[Sequence[float]], use: str) -> np.nd
 
 
 def liver_echo(crops) -> np.ndarray:
-    """log of the mean liver grey level (0-255 frame scale) of each crop: the absolute echo level.
+    """Log of the mean liver grey level (0-255 frame scale) of each crop: the absolute echo level.
 
     Together with the hepatorenal index it separates liver and kidney echogenicity. It depends on
     scanner gain, depth and time-gain compensation: valid only for frames acquired like the training
@@ -141,6 +151,7 @@ def liver_echo(crops) -> np.ndarray:
 
 
 def feature_names(use: str) -> list:
+    """Feature names for a feature set such as ``glcm``, ``index+echo`` or ``index+glcm``."""
     names = []
     if "glcm" in use:
         names += glcm_feature_names()

@@ -121,6 +121,7 @@ def _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, s
 
 
 def net_proba(state, crops, arch, arch_params, preprocess, x_input=None) -> np.ndarray:
+    """Grade probabilities ``(n, 4)`` of a texture network's state dict on ``crops``."""
     import torch
 
     from .models import build
@@ -139,6 +140,7 @@ def net_proba(state, crops, arch, arch_params, preprocess, x_input=None) -> np.n
 
 
 def poe(p_a, p_b, prior):
+    """Product of experts: ``p ∝ p_a · p_b / prior``, row-normalised."""
     logp = np.log(np.clip(p_a, 1e-9, 1)) + np.log(np.clip(p_b, 1e-9, 1)) - np.log(prior)
     logp -= logp.max(axis=1, keepdims=True)
     p = np.exp(logp)
@@ -148,6 +150,8 @@ def poe(p_a, p_b, prior):
 def cross_validate(data: SteatosisData, model_type: str = "cnn", n_folds: int = 5, seed: int = 0,
                    arch_params: Optional[dict] = None, preprocess: str = "raw+clahe", epochs: int = 40,
                    n_boot: int = 1000, log=print, should_stop=None) -> dict:
+    """Patient-grouped K-fold CV of every candidate: fold spreads, pooled out-of-fold metrics and
+    patient-bootstrap CIs."""
     from .models import DEFAULT_PARAMS
 
     folds = make_folds(data.grade, data.patient, n_folds, seed)
@@ -213,7 +217,8 @@ def cross_validate(data: SteatosisData, model_type: str = "cnn", n_folds: int = 
     return {
         "data": data.describe(), "model_type": model_type, "folds": n_folds, "seed": seed,
         "arch_params": arch_params if deep else None, "preprocess": preprocess if deep else None,
-        "epochs": epochs if deep else None, "fold_details": [{k: v for k, v in r.items() if k != "summaries"} for r in fold_rows],
+        "epochs": epochs if deep else None, "fold_details": [{k: v for k,
+                                                              v in r.items() if k != "summaries"} for r in fold_rows],
         "candidates": candidates, "selected": best, "selected_without_index": best_texture,
         "selection_rule": "highest mean balanced accuracy across folds (ties: steatosis AUC); selecting among "
                           "candidates on the same folds is optimistic",
@@ -245,6 +250,7 @@ def _fmt(folds, ci, key, pooled=None):
 
 
 def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
+    """Write ``report.json``, ``report.md`` and ``confusion.png`` of a :func:`cross_validate` result into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result.pop("_oof", None)  # out-of-fold predictions are not part of the JSON report
@@ -253,10 +259,12 @@ def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
              "Research use only - not a medical device.", "",
              f"Data: {result['data']['images']} images of {result['data']['patients']} patients "
              f"({result['data']['patients_per_grade']}), source `{result['data']['source']}`.",
-             f"{result['folds']}-fold StratifiedGroupKFold by patient (seed {result['seed']}); no patient in two folds.",
+             f"{result['folds']}-fold StratifiedGroupKFold by patient (seed {result['seed']}); "
+             "no patient in two folds.",
              f"Cells: {CELLS}. "
              "Image level (every frame counts); ACC/SE/SP one-vs-rest, macro over grades.", "",
-             "| candidate | balanced acc | steatosis AUC (S>=1) | macro ACC | macro SE | macro SP | patient-level bAcc |",
+             "| candidate | balanced acc | steatosis AUC (S>=1) | macro ACC | macro SE | macro SP "
+             "| patient-level bAcc |",
              "|---|---|---|---|---|---|---|"]
     for k, c in result["candidates"].items():
         mark = " **(selected)**" if k == result["selected"] else ""
@@ -267,7 +275,8 @@ def write_report(result: dict, out: Path, data: SteatosisData) -> dict:
     sel = result["candidates"][result["selected"]]
     lines += ["", f"Selected: `{result['selected']}` ({result['selection_rule']}). "
               f"Without a kidney ROI the best is `{result['selected_without_index']}`.", "",
-              "Per grade (selected, pooled out-of-fold, one-vs-rest):", "", "| grade | ACC | SE | SP |", "|---|---|---|---|"]
+              "Per grade (selected, pooled out-of-fold, one-vs-rest):", "", "| grade | ACC | SE | SP |",
+              "|---|---|---|---|"]
     for g, v in sel["pooled"]["per_class"].items():
         lines.append(f"| {g} | {v['acc']:.3f} | {v['se']:.3f} | {v['sp']:.3f} |")
     lines += ["", "Confusion matrix (rows true S0..S3, columns predicted):", "", "```"]
@@ -290,7 +299,8 @@ def _confusion_png(cm, path, title):
     ax.imshow(cm, cmap="Blues")
     for i in range(4):
         for j in range(4):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black" if cm[i, j] < cm.max() / 2 else "white")
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black" if cm[i,
+                                                                                       j] < cm.max() / 2 else "white")
     ax.set_xticks(range(4), [f"S{i}" for i in range(4)])
     ax.set_yticks(range(4), [f"S{i}" for i in range(4)])
     ax.set_xlabel("predicted")
@@ -333,7 +343,8 @@ def fit_final(data: SteatosisData, candidate: str, texture_candidate: str, arch_
     if index_use:
         if not data.has_index:
             raise MedaiError("the candidate needs the hepatorenal index but the data have none")
-        clf = LinearClassifier.fit(classical_features(data.crops, data.hri, index_use), data.grade, feature_names(index_use))
+        clf = LinearClassifier.fit(classical_features(data.crops, data.hri, index_use), data.grade,
+                                   feature_names(index_use))
         spec["index"] = {"use": index_use, "classifier": clf.to_dict()}
     return spec, tensors
 
@@ -369,7 +380,8 @@ def export_model(out_dir: Path, name: str, spec: dict, tensors: Optional[dict], 
                            "(sample SD, ddof=1), pooled = the metric on all out-of-fold predictions together, "
                            "95% CI by patient bootstrap (1000 resamples) of pooled out-of-fold predictions",
                "with_kidney_roi": {"candidate": candidate, **_headline(cands[candidate])},
-               "without_kidney_roi": {"candidate": texture_candidate or candidate, **_headline(cands[texture_candidate or candidate])},
+               "without_kidney_roi": {"candidate": texture_candidate or candidate,
+                                      **_headline(cands[texture_candidate or candidate])},
                "all_candidates_and_baselines": {k: _headline(v) for k, v in cands.items()}}
     texture_kind = spec["texture"]["kind"] if spec["texture"] else None
     arch = {"se-irv2": "SE-Inception-ResNet-v2 (multi-level fusion A+SE-B+SE-C)", "cnn": "compact CNN",
@@ -383,7 +395,8 @@ def export_model(out_dir: Path, name: str, spec: dict, tensors: Optional[dict], 
         "name": name, "version": version, "task": "steatosis", "architecture": arch, "arch_params": arch_params,
         "input_spec": {"crop": [28, 28], "grey_levels": "0-255 B-mode (RGB -> luminance)",
                        "preprocess": spec["texture"].get("preprocess", "glcm") if spec["texture"] else None,
-                       "roi": "liver parenchyma ROI (x, y, w, h) or mask; optional kidney-cortex ROI for the hepatorenal index",
+                       "roi": "liver parenchyma ROI (x, y, w, h) or mask; "
+                       "optional kidney-cortex ROI for the hepatorenal index",
                        "patches": "28x28 tiles (stride 14) over the ROI, probabilities averaged"},
         "training_data": {"source": "Byra et al. 2018 liver B-mode data set (shared 28x28 liver ROI crops)",
                           **result["data"]},
@@ -398,23 +411,29 @@ def export_model(out_dir: Path, name: str, spec: dict, tensors: Optional[dict], 
 
 
 def model_card_md(card: dict, result: dict, candidate: str) -> str:
+    """The ``MODEL_CARD.md`` text of an exported model (fold means beside pooled figures)."""
     rows = ["| model | balanced acc | steatosis AUC | macro ACC | macro SE | macro SP |", "|---|---|---|---|---|---|"]
     for k, c in result["candidates"].items():
         ci = c["ci95_patient_bootstrap"]
-        tag = " (this model, with kidney ROI)" if k == candidate else " (this model, liver ROI only)" if k == card["metrics"]["without_kidney_roi"]["candidate"] else ""
+        without = card["metrics"]["without_kidney_roi"]["candidate"]
+        tag = (" (this model, with kidney ROI)" if k == candidate
+               else " (this model, liver ROI only)" if k == without else "")
         rows.append(f"| {k}{tag} | " + " | ".join(
-            _fmt(c["folds"], ci, key, c["pooled"]) for key in ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp")) + " |")
+            _fmt(c["folds"], ci, key, c["pooled"]) for key in ("balanced_accuracy", "steatosis_auc", "macro_acc",
+                                                               "macro_se", "macro_sp")) + " |")
     return "\n".join([
         f"# {card['name']} (v{card['version']})", "",
         "**Research use only - not a medical device.**", "",
         "Task: hepatic steatosis grade S0 normal / S1 mild / S2 moderate / S3 severe from B-mode ultrasound.", "",
         f"Architecture: {card['architecture']}.", "",
-        f"Training data: {card['training_data']['images']} liver ROI crops of {card['training_data']['patients']} patients "
+        f"Training data: {card['training_data']['images']} liver ROI crops of "
+        f"{card['training_data']['patients']} patients "
         f"({card['training_data']['patients_per_grade']}), Byra et al. 2018. Licence: {card['licence']}.", "",
         "## Cross-validated performance (patient-grouped, image level)", "",
         f"Cells: {CELLS}. Read both: the pooled figure can be below the fold mean.", "", *rows, "",
-        "The method paper's figures (ACC 0.979, SE 0.976, SP 0.937) are the paper's, on its 550 images with image-level "
-        "splits, which leak frames of one patient into train and test; they are not comparable with the numbers above.", "",
+        "The method paper's figures (ACC 0.979, SE 0.976, SP 0.937) are the paper's, on its 550 images with "
+        "image-level splits, which leak frames of one patient into train and test; "
+        "they are not comparable with the numbers above.", "",
         "## Intended use and limits", "", card["intended_use"], "",
         "- Needs a liver-parenchyma ROI; without one, the whole sector is tiled and the grade is unreliable.",
         "- S2 (6 patients) and S3 (8) are rare in training; mild/moderate/severe are often confused.",
