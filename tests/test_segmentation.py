@@ -215,30 +215,6 @@ def test_not_torchscript_is_refused(tmp_path):
         segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bad), device="cpu")
 
 
-def test_monai_bundle_with_state_dict(tmp_path):
-    import torch
-    from monai.networks.nets import UNet
-
-    bundle = tmp_path / "bundle"
-    (bundle / "configs").mkdir(parents=True)
-    (bundle / "models").mkdir()
-    net_def = {"_target_": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
-               "strides": [2], "num_res_units": 0}
-    config = {"network_def": net_def, "preprocessing": {"transforms": [
-        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100, "a_max": 200, "b_min": 0, "b_max": 1}]}}
-    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
-    net = UNet(**{k: v for k, v in net_def.items() if k != "_target_"})
-    torch.save(net.state_dict(), bundle / "models" / "model.pt")
-    result = segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bundle), device="cpu")
-    assert result.labels.shape == (6, 48, 48) and result.names == {1: "liver"}
-    (bundle / "configs" / "inference.json").write_text(json.dumps({**config, "network_def": {**net_def, "channels": "@chans"}}))
-    from napari_medai.segmentation import core
-
-    core._CACHE.clear()
-    with pytest.raises(MedaiError, match="model.ts"):
-        segment(_block_volume(), spacing=(2.0, 1.0, 1.0), model=str(bundle), device="cpu")
-
-
 # ---- CLI ------------------------------------------------------------------------------------------
 def _oblique_nifti(path, data_xyz, spacing=(0.9, 1.1, 4.0)):
     angle = np.deg2rad(20)

@@ -8,8 +8,8 @@ the largest, or a near-largest one lying more on the patient's right), keeps tum
 it, and fills holes slice by slice.
 
 ``model`` may be a registered name, a folder with ``card.json``, a TorchScript file (``.ts``/``.pt``)
-or a MONAI bundle folder (``configs/`` + ``models/model.ts`` or a ``models/model.pt`` state dict with a
-simple ``network_def``). Research use only, not a medical device.
+or a MONAI bundle folder, which runs with the bundle's own transforms (:mod:`.bundle`). Research use
+only, not a medical device.
 """
 
 from __future__ import annotations
@@ -170,84 +170,9 @@ def _load_torchscript(path: Path, device):
     return net.eval()
 
 
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        if path.suffix == ".json":
-            return json.loads(path.read_text())
-        import yaml
-
-        return yaml.safe_load(path.read_text())
-    except Exception as exc:  # noqa: BLE001
-        raise MedaiError(f"cannot read MONAI bundle config {path}: {str(exc).splitlines()[0][:120]}") from None
-
-
-def _bundle_spec(config: dict) -> dict:
-    spec: dict = {"axes": "bundle"}
-    for node in _walk(config):
-        target = str(node.get("_target_", ""))
-        if target.endswith("ScaleIntensityRanged") or target.endswith("ScaleIntensityRange"):
-            if isinstance(node.get("a_min"), (int, float)) and isinstance(node.get("a_max"), (int, float)):
-                spec["window_hu"] = [float(node["a_min"]), float(node["a_max"])]
-        if "roi_size" in node and isinstance(node["roi_size"], list):
-            spec["roi_size"] = [int(v) for v in node["roi_size"]]
-    return spec
-
-
-def _load_bundle(folder: Path, device) -> LoadedModel:
-    import torch
-
-    configs = folder / "configs"
-    cfg_path = next((configs / n for n in ("inference.json", "inference.yaml", "inference.yml") if (configs / n).is_file()), None)
-    config = _read_config(cfg_path) if cfg_path else {}
-    spec = _bundle_spec(config)
-    net_def = config.get("network_def") if isinstance(config, dict) else None
-    dims = int(net_def.get("spatial_dims", 3)) if isinstance(net_def, dict) and isinstance(net_def.get("spatial_dims"), int) else 3
-    spec["spatial_dims"] = dims
-    if (folder / "models" / "model.ts").is_file():
-        net = _load_torchscript(folder / "models" / "model.ts", device)
-    elif (folder / "models" / "model.pt").is_file():
-        if not isinstance(net_def, dict) or "_target_" not in net_def:
-            raise MedaiError(f"MONAI bundle {folder.name}: configs/inference has no network_def; export models/model.ts instead")
-        params = {k: v for k, v in net_def.items() if k != "_target_"}
-        simple = all(not (isinstance(v, str) and (v.startswith("@") or v.startswith("$") or v.startswith("%"))) for v in params.values())
-        name = str(net_def["_target_"]).split(".")[-1]
-        from monai.networks import nets
-
-        cls = getattr(nets, name, None)
-        if cls is None or not simple:
-            raise MedaiError(f"MONAI bundle {folder.name}: network_def '{net_def['_target_']}' is not a plain MONAI network "
-                             "with literal arguments; export models/model.ts (TorchScript) instead")
-        net = cls(**params)
-        try:
-            state = torch.load(str(folder / "models" / "model.pt"), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise MedaiError(f"MONAI bundle {folder.name}: models/model.pt refused ({str(exc).splitlines()[0][:100]}); "
-                             "only plain state dicts load") from None
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise MedaiError(f"MONAI bundle {folder.name}: weights do not fit network_def ({str(exc).splitlines()[0][:120]})") from None
-        net = net.to(device).eval()
-    else:
-        raise MedaiError(f"MONAI bundle {folder.name} has neither models/model.ts nor models/model.pt")
-    channels = net_def.get("out_channels") if isinstance(net_def, dict) else None
-    return LoadedModel(net, spec, f"bundle:{folder.name}", dims, _names_for(spec, channels), channels in (None, 2, 3))
-
-
 def load_model(model=None, device="cpu") -> LoadedModel:
-    """Resolve ``model`` (name, card folder, TorchScript file, MONAI bundle) and load it on ``device``."""
+    """Resolve ``model`` (name, card folder, TorchScript file) and load it on ``device`` (MONAI bundles run
+    through :mod:`.bundle` instead)."""
     import torch
 
     from ..runtime.registry import ModelCard, load_weights, resolve_model, sha256_of
@@ -265,11 +190,6 @@ def load_model(model=None, device="cpu") -> LoadedModel:
             if sidecar.is_file():
                 spec.update(json.loads(sidecar.read_text()).get("input_spec", {}))
             _CACHE[key] = LoadedModel(net, spec, path.name, int(spec.get("spatial_dims", 2)), _names_for(spec, None), True)
-        return _CACHE[key]
-    if path is not None and path.is_dir() and (path / "configs").is_dir() and not (path / "card.json").is_file():
-        key = ("bundle", str(path.resolve()), str(device))
-        if key not in _CACHE:
-            _CACHE[key] = _load_bundle(path, device)
         return _CACHE[key]
     if path is not None and not path.exists() and (("/" in str(model)) or path.suffix):
         raise MedaiError(f"model {model} does not exist; give a registered name, a card folder, a TorchScript file or a MONAI bundle")
@@ -567,6 +487,11 @@ def segment(
     from ..runtime.device import resolve_device
     from ..runtime.memory import ensure_fits, estimate_bytes
 
+    from .bundle import is_bundle, segment_bundle
+
+    if is_bundle(model):  # a MONAI bundle runs with its own transforms, inferer and postprocessing
+        return segment_bundle(volume, spacing=spacing, affine=affine, model=model, device=device,
+                              progress=progress, should_stop=should_stop)
     start = time.perf_counter()
     progress, should_stop = callbacks(progress, should_stop)
     array, spacing = _check_input(volume, spacing)
