@@ -362,6 +362,32 @@ def test_2d_bundle_on_a_volume_runs_per_slice(trained, bundles, monai_outputs):
     assert result.labels.shape == (5, *loaded.data.shape[1:])
     theirs = np.asarray(nib.load(str(monai_outputs["2d"][trained["slice"].name])).dataobj).squeeze()
     assert (theirs == 1).sum() > 200 and np.array_equal(result.labels[2], theirs.T)
+    # a plain (y, x) array with its spacing: MONAI's picture affine, positive x and y (as this RAS slice)
+    flat = segment(loaded.data[14], spacing=loaded.geometry.spacing[1:], model=str(bundles["2d"]), device="cpu")
+    assert flat.labels.shape == loaded.data.shape[1:] and np.array_equal(flat.labels, theirs.T)
+
+
+def test_output_left_on_the_bundle_grid_is_resampled(trained, bundles, tmp_path):
+    """Without Invertd the prediction stays on the 6x6x5 mm grid; it comes back on the input's grid (nearest),
+    with a note, close to the inverted result."""
+    import shutil
+
+    from napari_medai import segment
+    from napari_medai.io.readers import load_image
+
+    folder = tmp_path / "no_invert"
+    shutil.copytree(bundles["json"], folder)
+    config = config_3d()
+    config["postprocessing"]["transforms"] = [t for t in config["postprocessing"]["transforms"]
+                                              if t["_target_"] != "Invertd"]
+    (folder / "configs" / "inference.json").write_text(json.dumps(config))
+    loaded = load_image(trained["lps"])
+    kwargs = dict(spacing=loaded.geometry.spacing, affine=loaded.geometry.affine_ras(), device="cpu")
+    plain = segment(loaded.data, model=str(folder), **kwargs)
+    inverted = segment(loaded.data, model=str(bundles["json"]), **kwargs)
+    assert plain.labels.shape == loaded.data.shape
+    assert any("resampled (nearest)" in n for n in plain.notes) and not inverted.notes
+    assert 0.85 < dice(plain.labels == 1, inverted.labels == 1) < 1.0
 
 
 # ---------------------------------------------------------------------------------------- refusals

@@ -437,7 +437,11 @@ def _to_labels(pred, notes: list):
 
     pred = torch.as_tensor(pred).detach().cpu().float()
     if pred.shape[0] == 1:
-        return torch.round(pred[0]).to(torch.int64)
+        if bool(torch.all(pred == torch.round(pred))):
+            return pred[0].to(torch.int64)
+        cut = 0.5 if bool(torch.all((pred >= 0) & (pred <= 1))) else 0.0
+        notes.append(f"the bundle's postprocessing leaves one channel of scores (no AsDiscreted); labels are score > {cut}")
+        return (pred[0] > cut).to(torch.int64)
     binary = bool(torch.all((pred == 0) | (pred == 1)))
     if binary and bool(torch.all(pred.sum(0) <= 1)):
         return pred.argmax(0)
@@ -453,9 +457,12 @@ def _onto_grid(labels, out_affine, in_affine: np.ndarray, in_shape: tuple, notes
     """Labels on the input's grid: as is when the bundle inverted its resampling, else nearest resampling."""
     import torch
 
-    same = tuple(labels.shape) == tuple(in_shape) and out_affine is not None and np.allclose(
-        np.asarray(out_affine, dtype=float), in_affine, atol=1e-3)
-    if same:
+    if out_affine is None:
+        if tuple(labels.shape) == tuple(in_shape):
+            return labels.numpy()
+        raise MedaiError(f"the bundle's output {tuple(labels.shape)} has no affine and not the input's shape "
+                         f"{tuple(in_shape)}; add Invertd to its postprocessing")
+    if tuple(labels.shape) == tuple(in_shape) and np.allclose(np.asarray(out_affine, dtype=float), in_affine, atol=1e-3):
         return labels.numpy()
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample

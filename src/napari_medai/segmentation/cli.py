@@ -87,7 +87,8 @@ def run_segment(args) -> int:
     if loaded.data.ndim not in (2, 3):
         raise MedaiError(f"{name} has shape {loaded.data.shape}; segmentation takes a 2-D slice or a 3-D volume")
     result = segment(
-        loaded.data, spacing=loaded.geometry.spacing, affine=loaded.geometry.affine_ras(), model=args.model,
+        loaded.data, spacing=loaded.geometry.spacing, model=args.model,
+        affine=loaded.geometry.affine_ras() if loaded.geometry.ndim == 3 else None,  # 2-D images have no RAS affine
         device=args.device, progress=cli_progress(not args.json), postprocessing=not args.no_postprocess,
     )
     written = save_image(out_path, result.labels, loaded.geometry, inputs=[args.input])
