@@ -331,6 +331,26 @@ def test_input_is_what_loadimaged_reads(trained):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-3)
 
 
+def test_dicom_series_matches_monai_after_orientation(shared_data):
+    """A DICOM series: MONAI's PydicomReader stacks the slices in the opposite z order, so the raw tensors
+    differ by a z flip; after the bundle's Orientationd they are the same voxels on the same grid."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+
+    from napari_medai.io.readers import load_image
+    from napari_medai.segmentation.bundle import _meta_tensor, monai_affine
+
+    folder = shared_data / "ct" / "totalseg-example" / "example_ct_dicom"
+    theirs = LoadImaged("image", reader="PydicomReader")({"image": str(folder)})["image"]
+    loaded = load_image(folder)
+    ours = _meta_tensor(np.transpose(loaded.data, (2, 1, 0)), monai_affine(loaded.geometry.affine_ras()),
+                        "x", np.float32, False)
+    assert ours.shape == theirs.shape
+    geo = Compose([EnsureChannelFirstd("image"), Orientationd("image", "RAS")])
+    a, b = geo({"image": ours})["image"], geo({"image": theirs})["image"]
+    assert a.shape == b.shape and np.array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy(), atol=1e-4)
+
+
 def test_api_names_and_describe(trained, bundles):
     from napari_medai import segment
     from napari_medai.io.readers import load_image
