@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def describe_bundle(folder) -> dict:
     (dict int -> str), license, path`` from ``configs/metadata.json`` (and a LICENSE file)."""
     folder = Path(str(folder)).expanduser()
     if not is_bundle(folder):
-        raise MedaiError(f"{folder} is not a MONAI bundle folder (configs/ with inference.json); choose the bundle's root folder")
+        raise MedaiError(f"{folder} is not a MONAI bundle folder (configs/ with inference.json); "
+                         "choose the bundle's root folder")
     meta = _metadata(folder)
     licence = meta.get("license") or meta.get("data_license")
     if not licence:
@@ -374,8 +376,9 @@ def _load_network(folder: Path, prep: _Prepared, device, name: str):
             state = torch.load(str(pt), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickled objects fail here, by design
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise MedaiError(f"MONAI bundle {name}: models/model.pt refused ({first[:100]}); only plain state dicts "
-                             "load (torch.load weights_only=True): save model.state_dict(), or export model.ts") from None
+            raise MedaiError(f"MONAI bundle {name}: models/model.pt refused ({first[:100]}); only plain state "
+                             "dicts load (torch.load weights_only=True): save model.state_dict(), or export "
+                             "model.ts") from None
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # CheckpointLoader's {"model": ...} layout
         if not isinstance(state, dict):
@@ -395,7 +398,7 @@ def _load_network(folder: Path, prep: _Prepared, device, name: str):
 
 # ------------------------------------------------------------------------------------ geometry
 def monai_affine(affine_zyx: np.ndarray) -> np.ndarray:
-    """napari (z, y, x) index -> RAS affine  ->  MONAI/NIfTI (i, j, k) = (x, y, z) index -> RAS affine."""
+    """Napari (z, y, x) index -> RAS affine  ->  MONAI/NIfTI (i, j, k) = (x, y, z) index -> RAS affine."""
     out = np.asarray(affine_zyx, dtype=np.float64).copy()
     out[:, :3] = out[:, [2, 1, 0]]
     return out
@@ -440,7 +443,8 @@ def _to_labels(pred, notes: list):
         if bool(torch.all(pred == torch.round(pred))):
             return pred[0].to(torch.int64)
         cut = 0.5 if bool(torch.all((pred >= 0) & (pred <= 1))) else 0.0
-        notes.append(f"the bundle's postprocessing leaves one channel of scores (no AsDiscreted); labels are score > {cut}")
+        notes.append("the bundle's postprocessing leaves one channel of scores (no AsDiscreted); "
+                     f"labels are score > {cut}")
         return (pred[0] > cut).to(torch.int64)
     binary = bool(torch.all((pred == 0) | (pred == 1)))
     if binary and bool(torch.all(pred.sum(0) <= 1)):
@@ -462,7 +466,8 @@ def _onto_grid(labels, out_affine, in_affine: np.ndarray, in_shape: tuple, notes
             return labels.numpy()
         raise MedaiError(f"the bundle's output {tuple(labels.shape)} has no affine and not the input's shape "
                          f"{tuple(in_shape)}; add Invertd to its postprocessing")
-    if tuple(labels.shape) == tuple(in_shape) and np.allclose(np.asarray(out_affine, dtype=float), in_affine, atol=1e-3):
+    out_affine = np.asarray(out_affine, dtype=float)
+    if tuple(labels.shape) == tuple(in_shape) and np.allclose(out_affine, in_affine, atol=1e-3):
         return labels.numpy()
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample

@@ -486,7 +486,6 @@ def segment(
     """
     from ..runtime.device import resolve_device
     from ..runtime.memory import ensure_fits, estimate_bytes
-
     from .bundle import is_bundle, segment_bundle
 
     if is_bundle(model):  # a MONAI bundle runs with its own transforms, inferer and postprocessing
