@@ -134,7 +134,8 @@ def test_image_smaller_than_a_tile(backend):
     img = rng.integers(0, 255, (5, 7), dtype=np.uint8)
     _check_parity(clahe(img, kernel_size=16, backend=backend), equalize_adapthist(img, kernel_size=16))
     vol = rng.integers(0, 4000, (3, 9, 6), dtype=np.uint16)
-    _check_parity(clahe(vol, kernel_size=(4, 16, 32), backend=backend), equalize_adapthist(vol, kernel_size=(4, 16, 32)))
+    _check_parity(clahe(vol, kernel_size=(4, 16, 32), backend=backend),
+                  equalize_adapthist(vol, kernel_size=(4, 16, 32)))
     one = np.array([[5, 9]], np.uint8)  # a single row: reflection of a length-1 axis
     _check_parity(clahe(one, backend=backend), equalize_adapthist(one))
 
@@ -268,7 +269,7 @@ def test_clip_and_redistribute_is_scikit_image_step_for_step():
         _numba._clip_histogram(got, clim)
         np.testing.assert_array_equal(got, want)
         batch.setdefault((h.size, clim), []).append((h, want))
-    for (nb, clim), items in batch.items():
+    for (_size, clim), items in batch.items():
         hs = torch.as_tensor(np.stack([h for h, _ in items]))
         np.testing.assert_array_equal(_torch.clip_histograms(hs, clim).numpy(), np.stack([w for _, w in items]))
 

@@ -63,7 +63,8 @@ def test_cpu_selftest_passes_with_known_values(recorded):
     assert report.ok, report.failures
     assert report.failures == []
     assert report.checked_devices[0] == "cpu"
-    assert {(s.tool, s.device) for s in report.steps} >= {(t, "cpu") for t in ("clahe", "grading", "segmentation", "retrieval")}
+    tools = ("clahe", "grading", "segmentation", "retrieval")
+    assert {(s.tool, s.device) for s in report.steps} >= {(t, "cpu") for t in tools}
     assert all(s.ok and s.seconds > 0 for s in report.steps)
     assert calls[-1][0] == calls[-1][1]  # progress reached n of n
     # every shipped model verified and loaded

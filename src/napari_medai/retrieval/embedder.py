@@ -12,7 +12,8 @@ refuses another embedder), ``dim`` and ``embed(images, progress=None, should_sto
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,8 @@ DEFAULT_EMBEDDER = "embedder-brain-mri"
 
 
 class Embedder:
+    """Base class: turns images into descriptors; subclasses implement :meth:`embed_prepared`."""
+
     name: str = "embedder"
     sha256: str = ""
     dim: int = 0
@@ -29,9 +32,11 @@ class Embedder:
     batch_size: int = 64
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
+        """One image as the embedder's input: a (size, size) float32 array (see ``preprocess.prepare``)."""
         return prepare(image, self.size)
 
-    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:  # (n, size, size) float32
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Descriptors (n, dim) float32 of a prepared batch (n, size, size) float32."""
         raise NotImplementedError
 
     def embed(
@@ -54,6 +59,7 @@ class Embedder:
         return out
 
     def describe(self) -> dict:
+        """Name, weights SHA-256 and descriptor length: what a case library records to refuse another embedder."""
         return {"name": self.name, "sha256": self.sha256, "dim": self.dim}
 
 
@@ -73,6 +79,7 @@ class PixelEmbedder(Embedder):
         self.batch_size = 256
 
     def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Flattened pixels of each prepared image, centred and scaled to unit length."""
         v = batch.reshape(len(batch), -1).astype(np.float32)
         v = v - v.mean(1, keepdims=True)
         v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-8
@@ -117,6 +124,7 @@ class CNNEmbedder(Embedder):
         return net
 
     def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """The network's descriptors (n, dim) for a prepared batch; loads the weights on first use."""
         import torch
 
         net = self._load()
@@ -158,5 +166,6 @@ def get_embedder(spec: Any = None, device: str = "auto") -> Embedder:
     except MedaiError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise MedaiError(f"cannot load embedder {spec!r} ({e}); use a registered model name or a model folder") from e
+        raise MedaiError(f"cannot load embedder {spec!r} ({e}); "
+                         "use a registered model name or a model folder") from e
     return CNNEmbedder(card, device=device)

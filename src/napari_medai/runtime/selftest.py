@@ -16,8 +16,10 @@ import importlib
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from functools import partial
+from typing import Any, Optional
 
 import numpy as np
 
@@ -53,6 +55,7 @@ class Check:
     message: str = ""
 
     def to_dict(self) -> dict:
+        """The check as plain JSON-ready values, for ``selftest --json``."""
         return asdict(self)
 
 
@@ -68,11 +71,14 @@ class StepResult:
     error: Optional[str] = None
 
     def to_dict(self) -> dict:
+        """The step as plain JSON-ready values, for ``selftest --json``."""
         return asdict(self)
 
 
 @dataclass
 class ModelCheck:
+    """One registered model: whether its weights match their SHA-256 and load, and how long that took."""
+
     name: str
     task: str
     version: str
@@ -83,6 +89,7 @@ class ModelCheck:
     error: Optional[str] = None
 
     def to_dict(self) -> dict:
+        """The model's verdict as plain JSON-ready values, for ``selftest --json``."""
         return asdict(self)
 
 
@@ -106,9 +113,11 @@ class SelftestReport:
 
     @property
     def ok(self) -> bool:
+        """True when no step, model or check failed."""
         return not self.failures
 
     def to_dict(self) -> dict:
+        """The whole report, with the limits it was judged by, as JSON-ready values."""
         return {
             "ok": self.ok,
             "failures": list(self.failures),
@@ -135,8 +144,10 @@ class SelftestReport:
     def format_table(self) -> str:
         """The report for people: versions, devices, models, steps per device, checks, verdict."""
         lines = [f"napari-medai selftest ({RESEARCH_NOTICE})", ""]
-        lines.append("versions  " + ", ".join(f"{k} {v if v is not None else 'MISSING'}" for k, v in self.versions.items()))
-        lines.append(f"devices   available: {', '.join(self.available_devices)}; checked: {', '.join(self.checked_devices)}")
+        lines.append("versions  " + ", ".join(f"{k} {v if v is not None else 'MISSING'}"
+                                              for k, v in self.versions.items()))
+        lines.append(f"devices   available: {', '.join(self.available_devices)}; "
+                     f"checked: {', '.join(self.checked_devices)}")
         lines.append(f"          {self.gpu_note}")
         lines.append("")
         if self.models:
@@ -144,7 +155,8 @@ class SelftestReport:
             for m in self.models:
                 load = "-" if m.loaded is None else ("ok" if m.loaded else "FAIL")
                 name = m.name + ("" if m.shipped else " (user)")
-                lines.append(f"{name:26s} {m.task:13s} {m.version:8s} {'ok' if m.sha256_ok else 'FAIL':7s} {load:7s} {m.seconds:6.2f}s")
+                sha = "ok" if m.sha256_ok else "FAIL"
+                lines.append(f"{name:26s} {m.task:13s} {m.version:8s} {sha:7s} {load:7s} {m.seconds:6.2f}s")
             lines.append("")
         tools = list(dict.fromkeys(s.tool for s in self.steps))
         if tools:
@@ -213,9 +225,21 @@ class Samples:
 
 
 def load_samples() -> Samples:
+    """Read the packaged B-mode frame, CT volume (with its liver mask) and brain MRI slices.
+
+    Raises:
+        MedaiError: the brain MRI samples are not installed.
+    """
     from ..io.readers import load_image
-    from ..sample_data import (BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI, BRAIN_MRI, CT_LIVER, CT_VOLUME,
-                               brain_mri_label)
+    from ..sample_data import (
+        BMODE_FRAME,
+        BMODE_KIDNEY_ROI,
+        BMODE_LIVER_ROI,
+        BRAIN_MRI,
+        CT_LIVER,
+        CT_VOLUME,
+        brain_mri_label,
+    )
 
     if not BRAIN_MRI:
         raise MedaiError("the packaged brain MRI samples are missing; reinstall napari-medai")
@@ -274,7 +298,10 @@ def _clahe_sanity(out: dict, s: Samples) -> list:
 def _clahe_compare(ref: dict, out: dict, device: str) -> list:
     checks = []
     for key, label in (("frame", "2-D B-mode"), ("volume", "3-D CT")):
-        diff = float(np.abs(out[key].astype(np.float64) - ref[key]).max()) if out[key].shape == ref[key].shape else float("inf")
+        if out[key].shape == ref[key].shape:
+            diff = float(np.abs(out[key].astype(np.float64) - ref[key]).max())
+        else:
+            diff = float("inf")
         checks.append(Check(f"CLAHE {label} max |diff| vs cpu", "clahe", device, "parity", diff <= CLAHE_MAX_DIFF,
                             _round(diff, 8), f"<= {CLAHE_MAX_DIFF:g}"))
     return checks
@@ -350,7 +377,8 @@ def _segmentation_compare(ref: dict, out: dict, device: str) -> list:
 
     a, b = ref["labels"], out["labels"]
     if a.shape != b.shape:
-        return [Check("segmentation: labels shape vs cpu", "segmentation", device, "parity", False, list(b.shape), str(list(a.shape)))]
+        return [Check("segmentation: labels shape vs cpu", "segmentation", device, "parity", False,
+                      list(b.shape), str(list(a.shape)))]
     dice = _dice(a >= 1, b >= 1)
     dice = 1.0 if dice is None else dice  # both empty: the devices agree
     tumour = _dice(a == 2, b == 2)
@@ -399,18 +427,22 @@ def _retrieval_sanity(out: dict, s: Samples) -> list:
 def _retrieval_compare(ref: dict, out: dict, device: str) -> list:
     a, b = ref["vectors"].astype(np.float64), out["vectors"].astype(np.float64)
     if a.shape != b.shape:
-        return [Check("retrieval: descriptor shape vs cpu", "retrieval", device, "parity", False, list(b.shape), str(list(a.shape)))]
+        return [Check("retrieval: descriptor shape vs cpu", "retrieval", device, "parity", False,
+                      list(b.shape), str(list(a.shape)))]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     worst = float(cos.min())
     return [
         Check("retrieval: descriptor cosine vs cpu (worst sample)", "retrieval", device, "parity",
               worst >= RETRIEVAL_MIN_COSINE, _round(worst, 7), f">= {RETRIEVAL_MIN_COSINE:g}"),
-        Check("retrieval: same top hits as cpu", "retrieval", device, "parity", out["top"] == ref["top"], out["top"], ""),
+        Check("retrieval: same top hits as cpu", "retrieval", device, "parity", out["top"] == ref["top"],
+              out["top"], ""),
     ]
 
 
 @dataclass
 class Tool:
+    """One tool under test: how to run it on a device, sanity-check the CPU answer, and compare devices."""
+
     name: str
     run: Callable[[str, Samples, Optional[ShouldStop]], dict]
     sanity: Callable[[dict, Samples], list]
@@ -464,7 +496,9 @@ def select_devices(device: str = "auto") -> tuple[list, str, dict, list]:
     return accelerators, note, auto_info, available
 
 
-def check_models(progress: Optional[Callable[[], None]] = None, should_stop: Optional[ShouldStop] = None) -> tuple[list, list, list]:
+def check_models(
+    progress: Optional[Callable[[], None]] = None, should_stop: Optional[ShouldStop] = None
+) -> tuple[list, list, list]:
     """Verify every registered model's SHA-256 and load it on the CPU. Returns (ModelCheck, Check, failures)."""
     from .registry import PACKAGE_MODELS, list_models, verify_weights
 
@@ -492,7 +526,8 @@ def check_models(progress: Optional[Callable[[], None]] = None, should_stop: Opt
             if sha_ok:
                 loaded = False
         seconds = time.perf_counter() - started
-        models.append(ModelCheck(card.name, card.task, str(card.version), shipped, sha_ok, loaded, _round(seconds, 3), error))
+        models.append(ModelCheck(card.name, card.task, str(card.version), shipped, sha_ok, loaded,
+                                 _round(seconds, 3), error))
         what = "SHA-256 ok, loaded" if loaded else "SHA-256 ok"
         checks.append(Check(f"model {card.name}: {what}", "models", "cpu", "model", error is None,
                             "ok" if error is None else "FAIL", "", error or ""))
@@ -583,7 +618,8 @@ def run_selftest(
         raise
     except Exception as exc:  # noqa: BLE001
         samples_error = _error_text(exc)
-        report.failures.append(f"samples: cannot load the packaged samples ({samples_error}); reinstall napari-medai")
+        report.failures.append(
+            f"samples: cannot load the packaged samples ({samples_error}); reinstall napari-medai")
     tick()
 
     outputs: dict = {}
@@ -608,25 +644,27 @@ def run_selftest(
             else:
                 seconds = time.perf_counter() - started
                 outputs[(tool.name, dev)] = out
-                report.steps.append(StepResult(tool.name, dev, True, _round(seconds, 3), details=dict(out.get("details", {}))))
+                report.steps.append(StepResult(tool.name, dev, True, _round(seconds, 3),
+                                               details=dict(out.get("details", {}))))
             tick()
 
     check_stop(should_stop)
     for tool in tools:
         ref = outputs.get((tool.name, "cpu"))
         if ref is not None:
-            report.checks += _guarded(tool.name, "cpu", lambda: tool.sanity(ref, samples), report.failures)
+            report.checks += _guarded(tool.name, "cpu", partial(tool.sanity, ref, samples), report.failures)
         for dev in accelerators:
             out = outputs.get((tool.name, dev))
             if ref is None or out is None:
                 if ref is None and out is not None:
                     report.failures.append(f"{tool.name}: no parity check for {dev} because the CPU run failed")
                 continue
-            report.checks += _guarded(tool.name, dev, lambda: tool.compare(ref, out, dev), report.failures)
+            report.checks += _guarded(tool.name, dev, partial(tool.compare, ref, out, dev), report.failures)
     for c in report.checks:
         if not c.ok and c.kind != "model":
             where = "on cpu" if c.kind == "sanity" else f"{c.device} vs cpu"
-            report.failures.append(f"{c.tool} {where}: {c.name} = {_short(c.value)}" + (f" (limit {c.limit})" if c.limit else ""))
+            limit = f" (limit {c.limit})" if c.limit else ""
+            report.failures.append(f"{c.tool} {where}: {c.name} = {_short(c.value)}{limit}")
     tick()
     report.seconds = time.perf_counter() - wall0
     report.cpu_seconds = time.process_time() - cpu0

@@ -14,7 +14,8 @@ import numpy as np
 
 
 def _ellipse(u, v, w, centre, radii):
-    return ((u - centre[0]) / radii[0]) ** 2 + ((v - centre[1]) / radii[1]) ** 2 + ((w - centre[2]) / radii[2]) ** 2 <= 1.0
+    return (((u - centre[0]) / radii[0]) ** 2 + ((v - centre[1]) / radii[1]) ** 2
+            + ((w - centre[2]) / radii[2]) ** 2 <= 1.0)
 
 
 def make_ct_phantom(
@@ -47,7 +48,8 @@ def make_ct_phantom(
     spine = _ellipse(u, v, w, (0, 0.45, 0), (0.1, 0.13, 9.0))
     volume[spine] = 700.0
     volume[_ellipse(u, v, w, (0, 0.45, 0), (0.075, 0.1, 9.0))] = 250.0  # cancellous bone inside the cortex
-    volume[_ellipse(u, v, w, (-0.2, 0.42, 0), (0.1, 0.12, 9.0)) | _ellipse(u, v, w, (0.2, 0.42, 0), (0.1, 0.12, 9.0))] = 50.0
+    volume[_ellipse(u, v, w, (-0.2, 0.42, 0), (0.1, 0.12, 9.0))
+           | _ellipse(u, v, w, (0.2, 0.42, 0), (0.1, 0.12, 9.0))] = 50.0  # muscles beside the spine
     volume[_ellipse(u, v, w, (0.06, 0.25, 0), (0.045, 0.06, 9.0))] = 170.0  # aorta
     volume[_ellipse(u, v, w, (-0.1, 0.24, 0), (0.05, 0.06, 9.0))] = 140.0  # inferior vena cava
     kidneys = (_ellipse(u, v, w, (-0.38, 0.3, 0.35), (0.11, 0.14, 0.55))
@@ -73,7 +75,8 @@ def make_ct_phantom(
         for _attempt in range(50):
             centre = liver_points[rng.integers(len(liver_points))] * scale - 1.0
             radius = rng.uniform(0.05, 0.11)
-            radii = (radius * rng.uniform(0.8, 1.2), radius * rng.uniform(0.8, 1.2), radius * spacing[1] / spacing[0] * rng.uniform(0.8, 1.2))
+            radii = (radius * rng.uniform(0.8, 1.2), radius * rng.uniform(0.8, 1.2),
+                     radius * spacing[1] / spacing[0] * rng.uniform(0.8, 1.2))
             tumour = _ellipse(u, v, w, (centre[2], centre[1], centre[0]), radii)
             if tumour.any() and np.all(liver[tumour]):  # keep tumours wholly inside the liver
                 break

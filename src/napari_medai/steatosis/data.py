@@ -29,6 +29,8 @@ GRADE_NAMES = {"0": 0, "1": 1, "2": 2, "3": 3, "s0": 0, "s1": 1, "s2": 2, "s3": 
 
 @dataclass
 class SteatosisData:
+    """A training set: one 28x28 liver crop per image, with its grade, patient id and hepatorenal index."""
+
     crops: np.ndarray  # (n, 28, 28) float32 grey levels 0..255
     grade: np.ndarray  # (n,) int
     patient: np.ndarray  # (n,) str
@@ -41,9 +43,11 @@ class SteatosisData:
 
     @property
     def has_index(self) -> bool:
+        """True when every image has a hepatorenal index (models that use it can train on this set)."""
         return bool(np.isfinite(self.hri).all())
 
     def describe(self) -> dict:
+        """Counts for the training report: images, patients, patients per grade, index present, notes."""
         pats = {}
         for p, g in zip(self.patient, self.grade):
             pats[p] = int(g)
@@ -83,6 +87,15 @@ def _read_gray(path: Path) -> np.ndarray:
 
 
 def read_mat(path, frames_per_patient: Optional[int] = None) -> SteatosisData:
+    """Read the Byra et al. 2018 MATLAB file; the liver patch of each frame is an automatic guess.
+
+    Args:
+        path: the ``.mat`` file (struct array ``data`` with ``id``, ``fat`` and ``images``).
+        frames_per_patient: keep only the first N frames of each patient; None keeps all.
+
+    Raises:
+        MedaiError: the file does not read as MATLAB or lacks the expected struct fields.
+    """
     import scipy.io
 
     try:
@@ -90,7 +103,8 @@ def read_mat(path, frames_per_patient: Optional[int] = None) -> SteatosisData:
     except Exception as exc:
         raise MedaiError(f"cannot read {Path(path).name} as a MATLAB file: {exc}".splitlines()[0]) from None
     if "data" not in mat:
-        raise MedaiError(f"{Path(path).name} has no struct 'data'; expected the Byra et al. 2018 layout (id, class, fat, images)")
+        raise MedaiError(f"{Path(path).name} has no struct 'data'; "
+                         "expected the Byra et al. 2018 layout (id, class, fat, images)")
     records = np.atleast_1d(mat["data"])
     crops, grades, patients, notes = [], [], [], []
     for rec in records:
@@ -106,12 +120,21 @@ def read_mat(path, frames_per_patient: Optional[int] = None) -> SteatosisData:
             crops.append(_crop(gray, x, y))
             grades.append(fat_to_grade(fat))
             patients.append(str(int(np.asarray(pid).ravel()[0])))
-    notes.append("no ROIs in the .mat: the liver patch is an automatic guess at 35 % sector depth; no hepatorenal index")
+    notes.append("no ROIs in the .mat: the liver patch is an automatic guess at 35 % sector depth; "
+                 "no hepatorenal index")
     return SteatosisData(np.stack(crops), np.asarray(grades), np.asarray(patients), np.full(len(grades), np.nan),
                          source=str(path), notes=notes)
 
 
 def read_folder(path) -> SteatosisData:
+    """Read images sorted into one sub-folder per grade; larger images get an automatic liver patch.
+
+    The patient id comes from an ``ID``/``patient``/``pid`` number in the file name, else each image
+    is its own patient (and the notes say so).
+
+    Raises:
+        MedaiError: no grade sub-folder holds an image.
+    """
     root = Path(path)
     crops, grades, patients = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -130,15 +153,28 @@ def read_folder(path) -> SteatosisData:
             grades.append(g)
             patients.append(m.group(1) if m else f.stem)
     if not crops:
-        raise MedaiError(f"{root} holds no grade sub-folders with images; use 0..3, S0..S3 or normal/mild/moderate/severe")
-    notes = [] if any(p != Path(p).stem for p in patients) else ["no patient id in file names: each image is its own patient"]
+        raise MedaiError(f"{root} holds no grade sub-folders with images; "
+                         "use 0..3, S0..S3 or normal/mild/moderate/severe")
+    if any(p != Path(p).stem for p in patients):
+        notes = []
+    else:
+        notes = ["no patient id in file names: each image is its own patient"]
     return SteatosisData(np.stack(crops), np.asarray(grades), np.asarray(patients), np.full(len(grades), np.nan),
                          source=str(root), notes=notes)
 
 
 def read_csv(path, crops_scaled_by_index: Optional[bool] = None) -> SteatosisData:
-    """``crops_scaled_by_index``: None = auto (True when the CSV gives ``hepatorenal_index`` and the
-    images are already 28x28 crops named ``ROI_*``, as in the shared Byra crops)."""
+    """Read a CSV of images with patient ids, grades and optional liver/kidney ROIs and index.
+
+    Args:
+        path: the CSV; relative image paths are taken from its folder.
+        crops_scaled_by_index: whether 28x28 crops were multiplied by the hepatorenal index (the
+            scaling is undone). None = auto: True when the row gives ``hepatorenal_index`` and the
+            image is a 28x28 crop named ``ROI_*``, as in the shared Byra crops.
+
+    Raises:
+        MedaiError: the CSV is empty or lacks the path, patient_id or grade columns.
+    """
     path = Path(path)
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -186,6 +222,11 @@ def read_csv(path, crops_scaled_by_index: Optional[bool] = None) -> SteatosisDat
 
 
 def read_any(path) -> SteatosisData:
+    """Pick the reader by what ``path`` is: a folder (its ``labels.csv`` if present), a ``.mat`` or a CSV.
+
+    Raises:
+        MedaiError: ``path`` is none of these.
+    """
     p = Path(path)
     if p.is_dir():
         if (p / "labels.csv").is_file():

@@ -34,6 +34,7 @@ class TextureNet:
         self.net.to(self.device).eval()
 
     def predict_proba(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Grade probabilities (n, 4) for crops (n, 28, 28), run in batches of ``batch`` without gradients."""
         import torch
 
         x = model_input(crops, self.preprocess)
@@ -46,15 +47,28 @@ class TextureNet:
 
 
 class TextureLinear:
+    """A classical texture model: a linear classifier on the crops' features named by ``use`` (no torch)."""
+
     def __init__(self, clf: LinearClassifier, use: str = "glcm"):
         self.clf, self.use = clf, use
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """Grade probabilities (n, 4) for crops (n, 28, 28) from their texture features."""
         return self.clf.predict_proba(classical_features(crops, None, self.use))
 
 
 class Grader:
-    """``texture``: TextureNet / TextureLinear / None; ``index``: (LinearClassifier, use) / None."""
+    """Grades liver crops with a texture model, a hepatorenal-index model, or both fused.
+
+    Args:
+        texture: a :class:`TextureNet`, a :class:`TextureLinear` or None.
+        index: a ``LinearClassifier`` on the index features named by ``index_use``, or None.
+        index_use: which classical features the index model takes (``index``, ``index+glcm``...).
+        prior: the grade prior divided out of the product of experts (default uniform).
+        name: the model's name, for messages.
+        combine: ``poe`` (texture x index product of experts) or ``replace`` (the index model alone
+            when an index is given).
+    """
 
     def __init__(self, texture=None, index=None, index_use: str = "index", prior=None, name: str = "?",
                  combine: str = "poe"):
@@ -72,10 +86,12 @@ class Grader:
             h = np.full(len(crops), float(hri))
             p_idx = self.index.predict_proba(classical_features(crops, h, self.index_use))
         if p_tex is None and p_idx is None:  # pragma: no cover - every shipped model has a texture part
-            raise MedaiError(f"model '{self.name}' needs the hepatorenal index; draw a kidney-cortex ROI (--kidney-roi)")
+            raise MedaiError(f"model '{self.name}' needs the hepatorenal index; "
+                             "draw a kidney-cortex ROI (--kidney-roi)")
         if p_idx is None:
             if self.index is not None and self.texture is not None:
-                notes.append("no kidney ROI: graded on liver texture alone; draw a kidney-cortex ROI for the hepatorenal index")
+                notes.append("no kidney ROI: graded on liver texture alone; "
+                             "draw a kidney-cortex ROI for the hepatorenal index")
             return p_tex, notes
         if p_tex is None or self.combine == "replace":
             return p_idx, notes
@@ -86,12 +102,24 @@ class Grader:
 
 
 def grader_from_parts(spec: dict, tensors: Optional[dict], device=None, name="?") -> Grader:
+    """Rebuild a :class:`Grader` from its serialised ``spec`` and, for a deep texture part, its tensors.
+
+    Args:
+        spec: ``texture`` (kind ``cnn``/``se-irv2``/``linear``), ``index``, ``prior`` and ``combine``.
+        tensors: flat weights; the texture network's keys carry the prefix ``texture.``.
+        device: torch device for a deep texture part (default: the CPU).
+        name: the model's name, for error messages.
+
+    Raises:
+        MedaiError: the texture kind is unknown.
+    """
     texture = None
     tspec = spec.get("texture")
     if tspec:
         if tspec["kind"] in ("cnn", "se-irv2"):
             state = {k[len("texture."):]: v for k, v in (tensors or {}).items() if k.startswith("texture.")}
-            texture = TextureNet(tspec["kind"], tspec.get("arch_params", {}), tspec.get("preprocess", "raw+clahe"), state, device)
+            texture = TextureNet(tspec["kind"], tspec.get("arch_params", {}),
+                                 tspec.get("preprocess", "raw+clahe"), state, device)
         elif tspec["kind"] == "linear":
             texture = TextureLinear(LinearClassifier.from_dict(tspec["classifier"]), tspec.get("use", "glcm"))
         else:

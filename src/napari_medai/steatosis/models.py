@@ -22,6 +22,8 @@ def _c(ch: float, width: float) -> int:
 
 
 class ConvBN(nn.Sequential):
+    """Convolution without bias, batch norm and ReLU; "same" padding by default (odd kernels)."""
+
     def __init__(self, cin, cout, k, stride=1, padding=None):
         if padding is None:
             padding = (k[0] // 2, k[1] // 2) if isinstance(k, tuple) else k // 2
@@ -39,6 +41,7 @@ class SE(nn.Module):
         self.fc2 = nn.Conv2d(hidden, ch, 1)
 
     def forward(self, x):
+        """Scale each channel of ``x`` (N, C, H, W) by its learned gate in (0, 1)."""
         s = F.adaptive_avg_pool2d(x, 1)
         return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
 
@@ -51,10 +54,12 @@ class BlockA(nn.Module):
         self.scale = scale
         self.b0 = ConvBN(ch, _c(32, w), 1)
         self.b1 = nn.Sequential(ConvBN(ch, _c(32, w), 1), ConvBN(_c(32, w), _c(32, w), 3))
-        self.b2 = nn.Sequential(ConvBN(ch, _c(32, w), 1), ConvBN(_c(32, w), _c(48, w), 3), ConvBN(_c(48, w), _c(64, w), 3))
+        self.b2 = nn.Sequential(ConvBN(ch, _c(32, w), 1), ConvBN(_c(32, w), _c(48, w), 3),
+                                ConvBN(_c(48, w), _c(64, w), 3))
         self.up = nn.Conv2d(_c(32, w) * 2 + _c(64, w), ch, 1)
 
     def forward(self, x):
+        """Residual update: ``relu(x + scale * up(branches))``, same shape as ``x``."""
         y = torch.cat([self.b0(x), self.b1(x), self.b2(x)], 1)
         return F.relu(x + self.scale * self.up(y))
 
@@ -73,12 +78,13 @@ class SEBlockB(nn.Module):
         self.up = nn.Conv2d(cat, ch, 1)
 
     def forward(self, x):
+        """Residual update with SE-gated branches; same shape as ``x``."""
         y = self.se(torch.cat([self.b0(x), self.b1(x)], 1))
         return F.relu(x + self.scale * self.up(y))
 
 
 class SEBlockC(nn.Module):
-    """SE-Inception-ResNet-C."""
+    """SE-Inception-ResNet-C; the last block of the stage skips its ReLU (``activation=False``)."""
 
     def __init__(self, ch, w, scale=0.20, se_reduction=8, activation=True):
         super().__init__()
@@ -92,35 +98,46 @@ class SEBlockC(nn.Module):
         self.up = nn.Conv2d(cat, ch, 1)
 
     def forward(self, x):
+        """Residual update with SE-gated branches; same shape as ``x``."""
         y = self.se(torch.cat([self.b0(x), self.b1(x)], 1))
         x = x + self.scale * self.up(y)
         return F.relu(x) if self.activation else x
 
 
 class ReductionA(nn.Module):
+    """Reduction-A: halves the grid; ``out`` is its channel count (input + two conv branches)."""
+
     def __init__(self, ch, w):
         super().__init__()
-        k, l, m, n = _c(256, w), _c(256, w), _c(384, w), _c(384, w)
-        self.b0 = ConvBN(ch, n, 3, stride=2, padding=1)
-        self.b1 = nn.Sequential(ConvBN(ch, k, 1), ConvBN(k, l, 3), ConvBN(l, m, 3, stride=2, padding=1))
+        # the paper's filter counts k, l, m, n (Table 1, Inception-ResNet-v2 column)
+        ch_k, ch_l, ch_m, ch_n = _c(256, w), _c(256, w), _c(384, w), _c(384, w)
+        self.b0 = ConvBN(ch, ch_n, 3, stride=2, padding=1)
+        self.b1 = nn.Sequential(ConvBN(ch, ch_k, 1), ConvBN(ch_k, ch_l, 3),
+                                ConvBN(ch_l, ch_m, 3, stride=2, padding=1))
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.out = ch + n + m
+        self.out = ch + ch_n + ch_m
 
     def forward(self, x):
+        """Concatenate the strided conv branches and the max-pooled input (half the grid)."""
         return torch.cat([self.b0(x), self.b1(x), self.pool(x)], 1)
 
 
 class ReductionB(nn.Module):
+    """Reduction-B: halves the grid; ``out`` is its channel count (input + three conv branches)."""
+
     def __init__(self, ch, w):
         super().__init__()
-        self.b0 = nn.Sequential(ConvBN(ch, _c(256, w), 1), ConvBN(_c(256, w), _c(384, w), 3, stride=2, padding=1))
-        self.b1 = nn.Sequential(ConvBN(ch, _c(256, w), 1), ConvBN(_c(256, w), _c(288, w), 3, stride=2, padding=1))
+        self.b0 = nn.Sequential(ConvBN(ch, _c(256, w), 1),
+                                ConvBN(_c(256, w), _c(384, w), 3, stride=2, padding=1))
+        self.b1 = nn.Sequential(ConvBN(ch, _c(256, w), 1),
+                                ConvBN(_c(256, w), _c(288, w), 3, stride=2, padding=1))
         self.b2 = nn.Sequential(ConvBN(ch, _c(256, w), 1), ConvBN(_c(256, w), _c(288, w), 3),
                                 ConvBN(_c(288, w), _c(320, w), 3, stride=2, padding=1))
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.out = ch + _c(384, w) + _c(288, w) + _c(320, w)
 
     def forward(self, x):
+        """Concatenate the strided conv branches and the max-pooled input (half the grid)."""
         return torch.cat([self.b0(x), self.b1(x), self.b2(x), self.pool(x)], 1)
 
 
@@ -157,12 +174,17 @@ class SEInceptionResNetV2(nn.Module):
         self.stage_b = nn.Sequential(*[SEBlockB(cb, w, se_reduction=se_reduction) for _ in range(nB)])
         self.red_b = ReductionB(cb, w)
         cc = self.red_b.out
-        self.stage_c = nn.Sequential(*[SEBlockC(cc, w, se_reduction=se_reduction, activation=i < nC - 1) for i in range(nC)])
+        self.stage_c = nn.Sequential(*[SEBlockC(cc, w, se_reduction=se_reduction, activation=i < nC - 1)
+                                       for i in range(nC)])
         self.fused_channels = ca + cb + cc
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.fused_channels, n_classes)
 
     def features(self, x):
+        """The fused descriptor (N, ``fused_channels``): pooled A, SE-B and SE-C outputs, concatenated.
+
+        The input (N, C, H, W) is first resized to ``input_size`` when that is set.
+        """
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = self.stem(x)
@@ -174,10 +196,13 @@ class SEInceptionResNetV2(nn.Module):
         return torch.cat([F.adaptive_avg_pool2d(t, 1).flatten(1) for t in (a, b, c)], 1)
 
     def forward(self, x):
+        """Grade logits (N, ``n_classes``) for a batch of crops (N, C, H, W)."""
         return self.fc(self.dropout(self.features(x)))
 
 
 class CompactCNN(nn.Module):
+    """A small baseline: three conv blocks, global average pooling, dropout and a linear classifier."""
+
     def __init__(self, in_channels=1, n_classes=4, width=16, dropout=0.3, input_size=None):
         super().__init__()
         self.input_size = int(input_size) if input_size else None
@@ -191,6 +216,7 @@ class CompactCNN(nn.Module):
         self.fc = nn.Linear(4 * c, n_classes)
 
     def forward(self, x):
+        """Grade logits (N, ``n_classes``); the input is resized to ``input_size`` first when that is set."""
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return self.fc(self.dropout(F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)))
@@ -207,6 +233,11 @@ DEFAULT_PARAMS = {
 
 
 def build(arch: str, in_channels: int = 2, **params) -> nn.Module:
+    """Instantiate an architecture by its registry name (``se-irv2`` or ``cnn``) from a card's params.
+
+    Raises:
+        ValueError: ``arch`` is not in :data:`ARCHITECTURES`.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch}")
     if "blocks" in params:
