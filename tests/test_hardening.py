@@ -69,7 +69,7 @@ def test_bad_input_is_refused_cleanly(tmp_path, capsys, command, case):
     before = _sha(source)
     out = tmp_path / "out" / "result.nii.gz"
     out.parent.mkdir()
-    argv = [command, str(source)] + (["-o", str(out)] if command != "grade" else [])
+    argv = [command, str(source)] + (["-o", str(out)] if command != "grade" else ["--auto-roi"])
     code = main(argv)
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()

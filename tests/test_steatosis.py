@@ -164,12 +164,15 @@ def test_liver_echo_and_index_echo_features():
     assert feature_names("index+echo") == ["log_hepatorenal_index", "log_liver_echo"]
 
 
-def test_no_roi_warns_and_refusals():
+def test_no_roi_is_refused_unless_auto_and_refusals():
     from napari_medai import grade_steatosis
 
     img = _synthetic_frame()
-    r = grade_steatosis(img, device="cpu", heatmap=False)
-    assert any("no ROI" in w for w in r.warnings) and r.roi is None
+    with pytest.raises(MedaiError, match="roi"):
+        grade_steatosis(img, device="cpu", heatmap=False)
+    r = grade_steatosis(img, device="cpu", heatmap=False, auto_roi=True)
+    assert r.roi_source == "auto" and r.uncertain and len(r.roi) == 4
+    assert any("automatically" in reason for reason in r.uncertain_reasons)
     bad = img.astype(float)
     bad[5, 5] = np.nan
     cases = [

@@ -22,7 +22,8 @@ def register(groups) -> None:
     parser.add_argument("--model")
     parser.add_argument("--clip-limit", type=float, default=0.01)
     parser.add_argument("--mode", default="auto", choices=["auto", "2d", "3d", "slices"])
-    parser.add_argument("--roi", type=_roi)
+    parser.add_argument("--roi", type=_roi, help="grade: liver ROI X,Y,W,H for every frame (or --auto-roi)")
+    parser.add_argument("--auto-roi", action="store_true", help="grade: place the liver ROI automatically (marked uncertain)")
     parser.add_argument("--kidney-roi", type=_roi)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_batch_command)
@@ -33,13 +34,20 @@ def run_batch_command(args) -> int:
     from ..cli.main import cli_progress, emit_json
     from .runner import run_batch
 
+    from ..errors import MedaiError
+
+    if args.tool == "grade" and args.roi is None and not args.auto_roi:
+        raise MedaiError("batch grade needs a liver ROI: give --roi X,Y,W,H (pixels, x = column) or --auto-roi "
+                         "(automatic placement; grades are then marked uncertain)")
+    if args.tool == "grade" and args.roi is not None and args.auto_roi:
+        raise MedaiError("give either --roi or --auto-roi, not both")
     params = {"device": args.device}
     if args.tool == "enhance":
         params.update(clip_limit=args.clip_limit, mode=args.mode)
     if args.tool in ("grade", "segment") and args.model:
         params["model"] = args.model
     if args.tool == "grade":
-        params.update(roi=args.roi, kidney_roi=args.kidney_roi)
+        params.update(roi=args.roi, kidney_roi=args.kidney_roi, auto_roi=bool(args.auto_roi))
     summary = run_batch(args.tool, args.inputs, args.out, params=params, scheduler=args.scheduler,
                         workers=args.workers, progress=cli_progress(not args.json))
     if args.json:

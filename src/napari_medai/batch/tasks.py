@@ -74,6 +74,8 @@ def grade_file(path: str, out_dir: str, params: dict) -> dict:
         kidney_roi=params.get("kidney_roi"),
         model=params.get("model"),
         device=worker_device(params.get("device", "auto")),
+        auto_roi=bool(params.get("auto_roi", False)),
+        heatmap=False,
     )
     return {
         "outputs": [],
@@ -81,6 +83,8 @@ def grade_file(path: str, out_dir: str, params: dict) -> dict:
         "label": result.label,
         "probabilities": [round(float(p), 5) for p in result.probabilities],
         "hepatorenal_index": getattr(result, "hepatorenal_index", None),
+        "roi": list(result.roi), "roi_source": result.roi_source,
+        "uncertain": bool(result.uncertain), "uncertain_reasons": list(result.uncertain_reasons),
     }
 
 

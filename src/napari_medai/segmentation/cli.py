@@ -67,19 +67,19 @@ def run_segment(args) -> int:
 
     from ..cli.main import cli_progress, emit_json
     from ..errors import MedaiError
-    from ..io.readers import RASTER_SUFFIXES, load_image, suffix_of
+    from ..io.readers import load_image, suffix_of
     from ..io.writers import check_output_path, save_image
     from ..runtime.provenance import RESEARCH_NOTICE
-    from .core import segment
+    from .core import segment, validate_ct_hu
 
     out_path = check_output_path(args.output, inputs=[args.input])  # fail before any work
     out_suffix = suffix_of(out_path)
     loaded = load_image(args.input)
     name = Path(args.input).name
-    if loaded.rgb:
-        raise MedaiError(f"{name} is an RGB image; segmentation needs a grey-level CT in Hounsfield units (NIfTI or DICOM)")
-    if suffix_of(args.input) in RASTER_SUFFIXES and loaded.data.dtype.kind == "u" and loaded.data.itemsize == 1:
-        raise MedaiError(f"{name} is an 8-bit picture without Hounsfield units; give the CT as NIfTI or DICOM")
+    if args.model is None:
+        # the check segment() itself runs (core.validate_ct_hu: RGB or 8-bit pictures, MR, ultrasound are not
+        # CT in HU), done here first only so the message names the file; other models are checked in segment()
+        validate_ct_hu(loaded.data, name)
     if out_suffix in (".png", ".jpg", ".jpeg") and loaded.data.ndim != 2:
         raise MedaiError(f"{name} is a 3-D volume {loaded.data.shape}; PNG/JPEG hold one slice, write .nii.gz")
     if out_suffix in (".jpg", ".jpeg"):

@@ -79,6 +79,9 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     array = np.asarray(volume)
     if array.dtype.kind not in "biuf":
         raise MedaiError(f"segmentation needs a numeric image, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
+        raise MedaiError(f"the image is an RGB picture {array.shape}; segmentation takes a grey-level slice or volume "
+                         "(a CT in Hounsfield units for the liver model: NIfTI, DICOM or a HU array)")
     if array.ndim not in (2, 3):
         raise MedaiError(f"segmentation takes a 2-D slice or a 3-D (z, y, x) volume, got {array.ndim}-D shape {array.shape}")
     if min(array.shape) < 1 or min(array.shape[-2:]) < 4:
@@ -97,6 +100,39 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise MedaiError(f"spacing {spacing} must be positive finite millimetres")
     return array, spacing
+
+
+def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
+    """Refuse input that is not CT in Hounsfield units (the check the API, CLI, widget and batch share).
+
+    Refused: RGB(A) pictures; 8-bit (uint8 / bool) data, i.e. photos, screenshots, B-mode ultrasound and
+    exported JPEG/PNG slices; a value span under 100 (normalised or z-scored data); fewer than 0.5 % of
+    voxels at or below -30 HU (air, lung or fat: every CT field of view holds some, pictures, MR and
+    ultrasound hold none); fewer than 2 % of voxels in the soft-tissue range -100..300 HU. Measured on
+    the shared CTs (CHAOS, full-abdomen, IRCADb-07, TotalSegmentator NIfTI and DICOM, the packaged sample,
+    the phantom): at least 61 % of voxels <= -30 HU and 30 % soft tissue; the TotalSegmentator MR: 0 %
+    <= -30. Only run for models that expect HU (a card ``window_hu``).
+    """
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
+        raise MedaiError(f"{what} is an RGB picture {array.shape}; segmentation needs a grey-level CT in Hounsfield "
+                         "units (NIfTI, DICOM, or a HU array)")
+    if array.dtype == bool or (array.dtype.kind in "ui" and array.dtype.itemsize == 1):
+        raise MedaiError(f"{what} is 8-bit ({array.dtype}), a picture without Hounsfield units (photo, ultrasound, "
+                         "exported slice); give the CT as NIfTI or DICOM, or a HU array")
+    step = max(1, int(round((array.size / 2e6) ** (1 / array.ndim))))  # ~2 M voxels are plenty for fractions
+    sample = np.asarray(array[(slice(None, None, step),) * array.ndim], dtype=np.float32)
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi - lo < 100:
+        raise MedaiError(f"{what} spans only {lo:.3g}..{hi:.3g}, not Hounsfield units (normalised or z-scored data?); "
+                         "give the CT in HU (air about -1000, soft tissue 0-100)")
+    dark = float(np.mean(sample <= -30))
+    soft = float(np.mean((sample >= -100) & (sample <= 300)))
+    if dark < 0.005:
+        raise MedaiError(f"{what} has no air or fat ({dark:.1%} of voxels <= -30 HU; values {lo:.0f}..{hi:.0f}): it is not "
+                         "a CT in Hounsfield units (MR, ultrasound or a picture?); give a CT in HU with some air or fat in view")
+    if soft < 0.02:
+        raise MedaiError(f"{what} has almost no soft tissue ({soft:.1%} of voxels in -100..300 HU; values {lo:.0f}..{hi:.0f}): "
+                         "it is not an abdominal CT in Hounsfield units; check the file and its rescale slope/intercept")
 
 
 # ------------------------------------------------------------------------------------ orientation
@@ -452,6 +488,44 @@ def contrast_note(hu: np.ndarray, labels: np.ndarray, spec: dict) -> Optional[st
             "the tumour labels without looking at them")
 
 
+LIVER_ML_RANGE = (600.0, 4000.0)  # plausible adult liver volume (ml)
+CUT_AREA_MM2 = 100.0  # liver area on a first/last slice, or along the in-plane border, that counts as cut
+
+
+def plausibility_notes(labels: np.ndarray, spacing: Sequence[float], names: dict) -> list:
+    """Notes on a liver segmentation that deserve a look: no liver found, a liver volume outside
+    ``LIVER_ML_RANGE``, or a liver cut by the field of view (at least ``CUT_AREA_MM2`` of liver on the
+    first or last slice, or touching the in-plane border). Empty for models without a liver label."""
+    if "liver" not in set(names.values()):
+        return []
+    labels = np.asarray(labels)
+    liver = labels >= 1 if set(names.values()) <= {"liver", "tumour"} else labels == next(k for k, v in names.items() if v == "liver")
+    if not liver.any():
+        return ["no liver found: check that this is an abdominal CT covering the liver, in HU, with its orientation "
+                "(affine) right"]
+    notes = []
+    spacing = tuple(float(s) for s in spacing)
+    pixel_mm2 = spacing[-1] * spacing[-2]
+    if liver.ndim == 3:
+        ml = float(np.count_nonzero(liver)) * float(np.prod(spacing)) / 1000.0
+        lo, hi = LIVER_ML_RANGE
+        if not lo <= ml <= hi:
+            notes.append(f"liver volume {ml:.0f} ml is outside the usual adult {lo:.0f}-{hi:.0f} ml: check the outline "
+                         "(a liver cut by the field of view, a segmentation error, or unusual anatomy)")
+        ends = [name for name, plane in (("first", liver[0]), ("last", liver[-1]))
+                if np.count_nonzero(plane) * pixel_mm2 >= CUT_AREA_MM2]
+        if ends:
+            notes.append(f"the liver reaches the {' and '.join(ends)} slice: it is cut by the field of view and its "
+                         "volume is underestimated")
+    border = np.zeros(liver.shape[-2:], bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    edge_mm = np.count_nonzero(liver[..., border]) * max(spacing[-1], spacing[-2])  # summed over slices
+    if edge_mm * (spacing[0] if liver.ndim == 3 else 10.0) >= CUT_AREA_MM2:  # a 2-D slice: 10 mm of border
+        notes.append("the liver touches the in-plane border of the image: it is cut by the field of view and its "
+                     "size is underestimated")
+    return notes
+
+
 def _measure(labels: np.ndarray, spacing: tuple, names: dict) -> tuple[dict, dict]:
     voxel = float(np.prod(spacing))
     counts = {}
@@ -479,6 +553,11 @@ def segment(
 ) -> SegmentationResult:
     """Segment the liver (1) and liver tumours (2) in a CT slice (y, x) or volume (z, y, x) in HU.
 
+    Input that is not CT in HU (an RGB or 8-bit picture, ultrasound, MR, normalised data) is refused
+    with a :class:`MedaiError` (:func:`validate_ct_hu`) for models that expect HU. ``notes`` carry
+    plausibility warnings (:func:`plausibility_notes`): no liver found, a liver volume outside
+    600-4000 ml, a liver cut by the field of view.
+
     ``spacing`` is mm per voxel in the array's axis order. ``affine`` (4x4, array index -> RAS mm, as
     :meth:`Geometry.affine_ras` gives) lets the model see slices in radiological orientation whatever
     the file's voxel order; without it the array is taken as displayed by napari (anterior up, patient's
@@ -494,10 +573,14 @@ def segment(
     start = time.perf_counter()
     progress, should_stop = callbacks(progress, should_stop)
     array, spacing = _check_input(volume, spacing)
+    if model is None:  # the default model is a CT model: refuse non-HU input before loading anything
+        validate_ct_hu(array)
     choice = resolve_device(device)
     check_stop(should_stop)
     ensure_fits(estimate_bytes(array.shape, "float32", copies=3.5), "segmentation of a volume of shape " + str(array.shape))
     lm = load_model(model, "cpu" if choice.kind == "cpu" else choice.torch)
+    if model is not None and _spec_window(lm.spec) is not None:
+        validate_ct_hu(array)
     check_stop(should_stop)
 
     vol3 = array[None] if array.ndim == 2 else array
@@ -524,6 +607,8 @@ def segment(
     if array.ndim == 2:
         labels = labels[0]
     volumes, areas = _measure(labels, spacing, lm.names)
+    if lm.postprocess:
+        notes += plausibility_notes(labels, spacing, lm.names)
     return SegmentationResult(
         labels=labels.astype(np.uint8), names=dict(lm.names), volumes_ml=volumes, model=lm.card,
         device=choice.name, seconds=time.perf_counter() - start, spacing=spacing, areas_cm2=areas, notes=notes,

@@ -1,4 +1,4 @@
-"""``napari-medai grade IN... [--roi X,Y,W,H] [--kidney-roi X,Y,W,H] [--model NAME] [--device D] [--json]``
+"""``napari-medai grade IN... [--roi X,Y,W,H | --auto-roi] [--kidney-roi X,Y,W,H] [--model NAME] [--device D] [--json]``
 and ``napari-medai train steatosis --data ... -o OUTDIR``. Light module: no torch at import."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ def register(groups) -> None:
         description="Grade hepatic steatosis in B-mode frames from a liver ROI, optionally with a kidney-cortex ROI "
         "(hepatorenal index). Research use only, not a medical device.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="PNG, JPEG, TIFF, DICOM or NIfTI 2-D frames")
-    p.add_argument("--roi", default=None, metavar="X,Y,W,H", help="liver ROI in pixels (x = column); default: the whole sector")
+    roi = p.add_mutually_exclusive_group()
+    roi.add_argument("--roi", default=None, metavar="X,Y,W,H", help="liver ROI in pixels (x = column); required unless --auto-roi")
+    roi.add_argument("--auto-roi", action="store_true",
+                     help="place the liver ROI automatically (the grade is then marked uncertain; check the ROI it names)")
     p.add_argument("--kidney-roi", default=None, metavar="X,Y,W,H", help="kidney-cortex ROI for the hepatorenal index")
     p.add_argument("--model", default=None, help="model name or folder (default steatosis-default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -46,17 +49,26 @@ def run_grade(args) -> int:
     from ..runtime.provenance import RESEARCH_NOTICE
     from .core import grade_steatosis
 
+    from ..errors import MedaiError
+
+    if args.roi is None and not args.auto_roi:
+        raise MedaiError("no liver ROI: give --roi X,Y,W,H (pixels, x = column, on liver parenchyma away from vessels) "
+                         "or --auto-roi for automatic placement (the grade is then marked uncertain)")
     results = []
     for path in args.inputs:
         loaded = load_image(path)
         r = grade_steatosis(loaded.data, roi=args.roi, kidney_roi=args.kidney_roi, model=args.model,
-                            device=args.device, heatmap=False)
+                            device=args.device, auto_roi=args.auto_roi, heatmap=False)
         doc = {"input": str(path), **r.to_dict()}
         results.append(doc)
         if not args.json:
             hri = f", hepatorenal index {r.hepatorenal_index:.3f}" if r.hepatorenal_index is not None else ""
             probs = " ".join(f"S{i} {p:.2f}" for i, p in enumerate(r.probabilities))
-            print(f"{path}: {r.label} ({probs}){hri} [{r.model}]")
+            flag = " UNCERTAIN" if r.uncertain else ""
+            where = f" roi {','.join(map(str, r.roi))} ({r.roi_source})"
+            print(f"{path}: {r.label}{flag} ({probs}){hri}{where} [{r.model}]")
+            for reason in r.uncertain_reasons:
+                print(f"  uncertain: {reason}", file=sys.stderr)
             for w in r.warnings:
                 print(f"  warning: {w}", file=sys.stderr)
     if args.json:
