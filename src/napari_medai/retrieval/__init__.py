@@ -11,6 +11,7 @@ _LAZY = {
     "CaseLibrary": "napari_medai.retrieval.library",
     "CaseEntry": "napari_medai.retrieval.library",
     "Hit": "napari_medai.retrieval.library",
+    "QueryResult": "napari_medai.retrieval.library",
     "vote": "napari_medai.retrieval.library",
     "get_embedder": "napari_medai.retrieval.embedder",
     "PixelEmbedder": "napari_medai.retrieval.embedder",

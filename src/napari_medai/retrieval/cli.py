@@ -119,6 +119,9 @@ def run_query(args) -> int:
                 "query": str(args.input),
                 "k": args.k,
                 "embedder": lib.embedder.name,
+                "out_of_domain": bool(hits.out_of_domain),
+                "reasons": list(hits.reasons),
+                "calibrated": bool(hits.calibrated),
                 "hits": [h.to_dict() for h in hits],
                 "vote": [{"label": lab, "count": c, "fraction": round(f, 4)} for lab, c, f in votes],
                 "notice": "Research use only - not a medical device.",
@@ -126,8 +129,12 @@ def run_query(args) -> int:
         )
     else:
         for h in hits:
-            print(f"{h.rank:3d}  {h.distance:8.4f}  {h.label:16s} {h.path}")
-        if votes:
+            print(f"{h.rank:3d}  {h.distance:8.4f}  {'close' if h.close else 'far  '}  {h.label:16s} {h.path}")
+        if hits.out_of_domain:
+            print("out of domain: no close cases in this library; do not read a label from these hits")
+            for reason in hits.reasons:
+                print(f"  {reason}")
+        elif votes:
             print("vote: " + ", ".join(f"{lab} {c}/{len(hits)}" for lab, c, _ in votes))
         print("Research use only - not a medical device.")
     return 0

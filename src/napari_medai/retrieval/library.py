@@ -12,6 +12,12 @@ only ever queried with the embedder that built it.
 
 Search: exact (faiss ``IndexFlatL2``, or numpy when faiss is missing) by default; above
 ``hnsw_threshold`` cases an HNSW graph (faiss ``IndexHNSWFlat``) is built on first query.
+
+Domain: ``query`` returns a :class:`QueryResult` (a list of hits) that says whether the query is
+``out_of_domain`` and marks each hit ``close``, against a calibration computed from the library itself
+(:class:`DomainCalibration`: leave-one-out nearest-neighbour distances of its descriptors, and the
+spread of simple image statistics of its thumbnails). It is stored in the file (meta key
+``domain_calibration``); files saved before it existed are calibrated when first queried.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class Hit:
     slice_index: Optional[int] = None
     roi: Optional[tuple] = None
     thumbnail_png: Optional[bytes] = field(default=None, repr=False)
+    close: bool = True  # within the library's own nearest-neighbour distances (see DomainCalibration)
 
     @property
     def thumbnail(self) -> Optional[np.ndarray]:
@@ -76,7 +83,24 @@ class Hit:
             "patient_id": self.patient_id,
             "slice": self.slice_index,
             "roi": list(self.roi) if self.roi else None,
+            "close": bool(self.close),
         }
+
+
+class QueryResult(list):
+    """The hits of one query (a list of :class:`Hit`, nearest first) with the domain verdict:
+    ``out_of_domain`` (the query is unlike the library's cases: do not read a label vote from it) and
+    ``reasons`` (one line each). ``calibrated`` is False when the library is too small to calibrate."""
+
+    def __init__(self, hits=(), *, out_of_domain: bool = False, reasons: Optional[list] = None, calibrated: bool = True):
+        super().__init__(hits)
+        self.out_of_domain = bool(out_of_domain)
+        self.reasons = list(reasons or [])
+        self.calibrated = bool(calibrated)
+
+    def to_dict(self) -> dict:
+        return {"out_of_domain": self.out_of_domain, "reasons": list(self.reasons), "calibrated": self.calibrated,
+                "hits": [h.to_dict() for h in self]}
 
 
 @dataclass
@@ -228,12 +252,19 @@ def _entries_from_csv(path: Path) -> list[CaseEntry]:
 def _thumbnail_png(prepared: np.ndarray) -> bytes:
     from PIL import Image
 
-    from .preprocess import resize_area
+    from .domain import thumbnail
 
-    t = resize_area(prepared, THUMB_SIZE)
     buf = io.BytesIO()
-    Image.fromarray(np.clip(t * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    Image.fromarray(thumbnail(prepared, THUMB_SIZE)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _decode_png(data: Optional[bytes]) -> Optional[np.ndarray]:
+    if not data:
+        return None
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
 
 
 def _grow(view: np.ndarray, buf: Optional[np.ndarray], new: np.ndarray):
@@ -308,6 +339,7 @@ class CaseLibrary:
         self._index = None
         self._index_used: Optional[str] = None
         self._index_n = 0  # number of positions in the index
+        self._calibration = None  # DomainCalibration, computed on demand, dropped when the cases change
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -426,6 +458,7 @@ class CaseLibrary:
 
     def _append_vectors(self, vecs: np.ndarray, ids: np.ndarray) -> None:
         vecs = np.ascontiguousarray(vecs, np.float32)
+        self._calibration = None
         if vecs.ndim != 2 or vecs.shape[1] != self.embedder.dim:
             raise MedaiError(f"descriptors of size {vecs.shape[-1]} do not fit this library ({self.embedder.dim})")
         # amortised growth: buffers double, so building in small batches stays linear
@@ -450,6 +483,7 @@ class CaseLibrary:
             return 0
         mask = np.isin(self._ids, np.asarray(ids, np.int64)) & self._alive
         self._alive[mask] = False
+        self._calibration = None
         for c in ids:
             self._meta.pop(c, None)
         n_dead = int((~self._alive).sum())
@@ -602,9 +636,7 @@ class CaseLibrary:
             I[r, : len(p)] = self._ids[p]
         return D, I
 
-    def embed_query(self, image: Any, *, roi: Any = None, slice_index: Optional[int] = None) -> np.ndarray:
-        """Descriptor of a query: a 2D array, a volume (with slice_index, default the middle slice),
-        or a path to an image file."""
+    def _prepare_query(self, image: Any, roi: Any, slice_index: Optional[int]) -> np.ndarray:
         rgb = False
         if isinstance(image, (str, os.PathLike)):
             from ..io.readers import load_image
@@ -613,16 +645,31 @@ class CaseLibrary:
             image, rgb = img.data, img.rgb
         planes = select_planes(np.asarray(image), rgb, slice_index, "middle")
         plane = crop_roi(planes[0][1], parse_roi(roi))
-        return self.embedder.embed_prepared(self.embedder.prepare(plane)[None])[0]
+        return self.embedder.prepare(plane)
 
-    def query(self, image: Any, k: int = 10, *, roi: Any = None, slice_index: Optional[int] = None) -> list[Hit]:
-        """The k most similar cases, nearest first."""
+    def embed_query(self, image: Any, *, roi: Any = None, slice_index: Optional[int] = None) -> np.ndarray:
+        """Descriptor of a query: a 2D array, a volume (with slice_index, default the middle slice),
+        or a path to an image file."""
+        return self.embedder.embed_prepared(self._prepare_query(image, roi, slice_index)[None])[0]
+
+    def query(self, image: Any, k: int = 10, *, roi: Any = None, slice_index: Optional[int] = None) -> "QueryResult":
+        """The k most similar cases, nearest first, as a :class:`QueryResult` (a list of hits) that says
+        whether the query is out of the library's domain and marks each hit ``close``."""
         if len(self) == 0:
             raise MedaiError("the library is empty; add cases before querying")
-        vec = self.embed_query(image, roi=roi, slice_index=slice_index)
-        return self.query_vector(vec, k)
+        from .domain import image_stats, thumbnail
 
-    def query_vector(self, vec: np.ndarray, k: int = 10) -> list[Hit]:
+        prepared = self._prepare_query(image, roi, slice_index)
+        vec = self.embedder.embed_prepared(prepared[None])[0]
+        blank = float(prepared.max() - prepared.min()) < 1e-6
+        return self.query_vector(vec, k, stats=image_stats(thumbnail(prepared, THUMB_SIZE)), blank=blank)
+
+    def query_vector(self, vec: np.ndarray, k: int = 10, *, stats: Optional[np.ndarray] = None,
+                     blank: bool = False) -> "QueryResult":
+        """Hits for a descriptor; the domain verdict uses the distances (and ``stats``, the query's
+        :func:`~napari_medai.retrieval.domain.image_stats`, when given)."""
+        from .domain import verdict
+
         D, I = self.search_vectors(vec[None] if vec.ndim == 1 else vec, k)
         hits = []
         for r, (d, cid) in enumerate(zip(D[0], I[0])):
@@ -632,7 +679,31 @@ class CaseLibrary:
             hits.append(
                 Hit(int(cid), m["label"], m["path"], float(d), r + 1, m["patient_id"], m["slice"], m["roi"], m["thumbnail"])
             )
-        return hits
+        cal = self.calibration
+        ood, reasons, close = verdict(cal, [h.distance for h in hits], stats, blank)
+        for h, c in zip(hits, close):
+            h.close = bool(c)
+        if not cal.calibrated:
+            reasons.append(f"domain check not calibrated: the library has {len(self)} cases (at least 10 needed)")
+        return QueryResult(hits, out_of_domain=ood, reasons=reasons, calibrated=cal.calibrated)
+
+    # ---- domain calibration ----------------------------------------------------------------
+    @property
+    def calibration(self):
+        """The library's :class:`~napari_medai.retrieval.domain.DomainCalibration` (computed now if
+        the cases changed since, or the file predates it)."""
+        if self._calibration is None or self._calibration.embedder_sha256 != self.embedder.sha256:
+            self._calibration = self.calibrate_domain()
+        return self._calibration
+
+    def calibrate_domain(self):
+        """Leave-one-out nearest-neighbour distances and thumbnail statistics of the live cases
+        (at most ``domain.MAX_CALIBRATION`` of them, a seeded sample beyond)."""
+        from .domain import calibrate
+
+        ids, vecs = self.vectors()
+        thumbs = [_decode_png(self._meta[int(c)].get("thumbnail")) for c in ids]
+        return calibrate(self.embedder.sha256, ids, vecs, self.search_vectors, thumbs)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: "str | os.PathLike") -> Path:
@@ -665,6 +736,7 @@ class CaseLibrary:
                     "index": self.index_kind,
                     "hnsw_threshold": str(self.hnsw_threshold),
                     "napari_medai_version": str(version),
+                    "domain_calibration": self.calibration.to_json(),
                 }
                 con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
                 ids, vecs = self.vectors()
@@ -727,6 +799,7 @@ class CaseLibrary:
             lib = cls(emb, index=meta.get("index", "auto"), hnsw_threshold=int(meta.get("hnsw_threshold", HNSW_THRESHOLD)))
             lib.created = meta.get("created", lib.created)
             lib._next_id = int(meta.get("next_id", 1))
+            stored = meta.get("domain_calibration")
             rows = con.execute(
                 "SELECT case_id, label, path, patient_id, slice, roi, thumbnail, added, vector FROM cases ORDER BY case_id"
             ).fetchall()
@@ -747,5 +820,12 @@ class CaseLibrary:
             }
         lib._vectors, lib._ids, lib._alive = vecs, ids, np.ones(len(ids), bool)
         lib._next_id = max(lib._next_id, int(ids.max()) + 1 if len(ids) else 1)
+        if stored:
+            from .domain import DomainCalibration
+
+            cal = DomainCalibration.from_json(stored)
+            if cal is not None and cal.embedder_sha256 == emb.sha256 and cal.n_cases == len(ids):
+                lib._calibration = cal
+        # files saved before the calibration existed are calibrated on first query (``calibration``)
         lib.path = path
         return lib

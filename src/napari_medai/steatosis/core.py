@@ -35,6 +35,9 @@ MIN_PATCH_AGREEMENT = 2 / 3  # fewer patches voting for the grade marks it uncer
 # training/steatosis/auto_roi_agreement.py --domain). Outside them the grade is marked uncertain.
 ROI_ECHO_RANGE = (53.5, 143.0)
 ROI_SPECKLE_RANGE = (0.049, 0.154)  # std of (patch - Gaussian(1 px)) / mean: B-mode speckle
+# the modality classifier (retrieval/domain.py) gives the 10 shared Byra frames P(ultrasound) 0.22-0.65
+# (it learned ultrasound from another scanner), CT slices and noise < 0.001: below this, not ultrasound
+MIN_ULTRASOUND = 0.1
 COLOUR_LIMIT = 8.0  # mean |R-G| + |G-B| in the ROI above this: a colour overlay or a photo
 NO_ROI_MESSAGE = ("no liver ROI given: draw one (roi=(x, y, w, h) / --roi X,Y,W,H, on liver parenchyma away from "
                   "vessels), or ask for automatic placement (auto_roi=True / --auto-roi; the grade is then marked uncertain)")
@@ -183,7 +186,7 @@ def domain_reasons(crops: np.ndarray, image=None, region=None) -> list:
         from ..retrieval.domain import image_modality
 
         p = image_modality(arr)
-        if p is not None and p["ultrasound"] < 0.5:
+        if p is not None and p["ultrasound"] < MIN_ULTRASOUND:
             guess = max(p, key=p.get)
             reasons.append(f"the image does not look like a B-mode ultrasound frame (modality check: {guess}, "
                            f"P(ultrasound) {p['ultrasound']:.2f})")
