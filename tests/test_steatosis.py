@@ -307,5 +307,5 @@ def test_cli_train_classical_writes_reports(tmp_path, capsys):
     from napari_medai import grade_steatosis
 
     img = np.zeros((28, 28), np.uint8) + 130
-    r = grade_steatosis(img, model=str(out / "model"), device="cpu", heatmap=False)
+    r = grade_steatosis(img, roi=(0, 0, 28, 28), model=str(out / "model"), device="cpu", heatmap=False)
     assert r.probabilities.sum() == pytest.approx(1.0)
