@@ -44,8 +44,11 @@ def test_sample_ct_liver_dice(sample_ct, sample_result):
 
 def test_non_contrast_liver_gets_a_note(sample_result):
     """The packaged sample CT is non-contrast (liver about 46 HU): the result must say so, not stay silent."""
-    assert len(sample_result.notes) == 1
-    assert "median is 4" in sample_result.notes[0] and "70-200 HU" in sample_result.notes[0]
+    [contrast] = [n for n in sample_result.notes if "median is" in n]
+    assert "median is 4" in contrast and "70-200 HU" in contrast
+    # and the plausibility note (#15): its 30 slices cut the liver at both ends
+    assert [n for n in sample_result.notes if n != contrast] == [
+        "the liver reaches the first and last slice: it is cut by the field of view and its volume is underestimated"]
 
 
 def test_contrast_note_rule():

@@ -213,7 +213,7 @@ def calibrate(
         return cal
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, MAX_CALIBRATION, replace=False)) if n > MAX_CALIBRATION else np.arange(n)
-    parts = [search(vectors[pick[s:s + 256]], 2) for s in range(0, len(pick), 256)]  # bounded memory
+    parts = [search(vectors[pick[s:s + 32]], 2) for s in range(0, len(pick), 32)]  # bounded memory (numpy: 32 x n)
     D, I = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     own = I == ids[pick][:, None]
     # the nearest case that is not the query itself (an exact duplicate may come first)
