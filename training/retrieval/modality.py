@@ -7,8 +7,7 @@ it is built; a query predicted to be of another modality is out of domain.
 
 Data (shared data only, split by source so that no test image's source guided training):
 - train: figshare brain MRI (every 3rd image id; half of them again with augmentations that mimic
-  other sequences, framing and orientation), LiTS CT slices (every 2nd; half of them again turned by
-  90 degrees, as volumes stored in another axis order give them), TotalSegmentator
+  other sequences and framing), LiTS CT slices (every 2nd), TotalSegmentator
   example CT (slices along all three axes), us-abdominal images 1-40, seeded synthetic noise, and
   photos bundled with scikit-image (half of them, and half of its LFW face crops);
 - test: brain MRI from the *other sources* (never seen: SARTAJ, Br35H, Chakrabarty), CT volumes of
@@ -96,17 +95,8 @@ def _augment_mri(images, seed=0):
             a = np.maximum(a, ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) * float(rng.uniform(0.7, 1.0)))
         if rng.random() < 0.15:
             a[:2], a[-2:], a[:, :2], a[:, -2:] = 1.0, 1.0, 1.0, 1.0
-        if rng.random() < 0.3:  # arrays come in any orientation
-            a = np.rot90(a, int(rng.choice([1, 3])))
-        out.append(np.ascontiguousarray(a) * 255)
+        out.append(a * 255)
     return out
-
-
-def _rotate(images, seed=2):
-    """Slices turned by 90 degrees either way: volumes stored in another axis order (CHAOS and
-    IRCADb are P, L, S) give axial slices lying on their side."""
-    rng = np.random.default_rng(seed)
-    return [np.ascontiguousarray(np.rot90(np.asarray(im), int(rng.choice([1, 3])))) for im in images]
 
 
 def _noise(seed0, n):
@@ -158,8 +148,7 @@ def build(data: Path, size: int):
     sets = {
         "train": {
             "mri": _load(fig) + _augment_mri(_load(fig[1::2])),
-            "ct": _load(lits) + _volume_slices(data / "ct" / "totalseg-example" / "example_ct.nii.gz", 12)
-            + _rotate(_load(lits[1::2])),
+            "ct": _load(lits) + _volume_slices(data / "ct" / "totalseg-example" / "example_ct.nii.gz", 12),
             "ultrasound": _load(us[:40]),
             "noise": _noise(0, 80),
             "photo": _photos(TRAIN_PHOTOS) + _faces(0),

@@ -35,7 +35,7 @@ MIN_PATCH_AGREEMENT = 2 / 3  # fewer patches voting for the grade marks it uncer
 # training/steatosis/auto_roi_agreement.py --domain). Outside them the grade is marked uncertain.
 ROI_ECHO_RANGE = (53.5, 143.0)
 ROI_SPECKLE_RANGE = (0.049, 0.154)  # std of (patch - Gaussian(1 px)) / mean: B-mode speckle
-# the modality classifier (retrieval/domain.py) gives the 10 shared Byra frames P(ultrasound) 0.22-0.65
+# the modality classifier (retrieval/domain.py) gives the 10 shared Byra frames P(ultrasound) 0.23-0.75
 # (it learned ultrasound from another scanner), CT slices and noise < 0.001: below this, not ultrasound
 MIN_ULTRASOUND = 0.1
 COLOUR_LIMIT = 8.0  # mean |R-G| + |G-B| in the ROI above this: a colour overlay or a photo
