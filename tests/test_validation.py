@@ -245,8 +245,8 @@ def test_grade_flags_wrong_inputs_as_uncertain(name):
     }[name]
     r = grade_steatosis(image(), roi=roi, device="cpu", heatmap=False)
     assert r.uncertain
-    assert any(w in reason for reason in r.uncertain_reasons for w in ("grey level", "texture", "does not look like")), \
-        r.uncertain_reasons
+    words = ("grey level", "texture", "does not look like")
+    assert any(w in reason for reason in r.uncertain_reasons for w in words), r.uncertain_reasons
 
 
 def test_grade_flags_real_ct_slices_and_passes_real_frames(shared_data):
@@ -273,7 +273,8 @@ def test_grade_flags_real_ct_slices_and_passes_real_frames(shared_data):
         n += 1
     assert n >= 5 and flagged == n
     # the 10 real frames with their drawn ROIs (frame 0 rows of labels.csv) raise no domain doubt
-    rows = {r["patient_id"]: r for r in csv.DictReader(open(shared_data / "steatosis" / "labels.csv")) if r["frame"] == "0"}
+    with open(shared_data / "steatosis" / "labels.csv") as handle:
+        rows = {r["patient_id"]: r for r in csv.DictReader(handle) if r["frame"] == "0"}
     from napari_medai.steatosis.core import domain_reasons
 
     for path in sorted((shared_data / "steatosis" / "frames").glob("*.jpeg")):

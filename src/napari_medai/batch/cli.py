@@ -23,7 +23,8 @@ def register(groups) -> None:
     parser.add_argument("--clip-limit", type=float, default=0.01)
     parser.add_argument("--mode", default="auto", choices=["auto", "2d", "3d", "slices"])
     parser.add_argument("--roi", type=_roi, help="grade: liver ROI X,Y,W,H for every frame (or --auto-roi)")
-    parser.add_argument("--auto-roi", action="store_true", help="grade: place the liver ROI automatically (marked uncertain)")
+    parser.add_argument("--auto-roi", action="store_true",
+                        help="grade: place the liver ROI automatically (marked uncertain)")
     parser.add_argument("--kidney-roi", type=_roi)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_batch_command)
@@ -32,9 +33,8 @@ def register(groups) -> None:
 def run_batch_command(args) -> int:
     """Run ``napari-medai batch``: one tool over many inputs; exit 1 when any case failed."""
     from ..cli.main import cli_progress, emit_json
-    from .runner import run_batch
-
     from ..errors import MedaiError
+    from .runner import run_batch
 
     if args.tool == "grade" and args.roi is None and not args.auto_roi:
         raise MedaiError("batch grade needs a liver ROI: give --roi X,Y,W,H (pixels, x = column) or --auto-roi "

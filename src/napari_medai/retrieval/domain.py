@@ -22,8 +22,9 @@ library's own spread, never absolute, so they follow whatever embedder built the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -111,6 +112,7 @@ class SmallMLP:
         self.W2, self.b2 = np.asarray(W2, np.float64), np.asarray(b2, np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, one row per row of ``X``."""
         z = (np.atleast_2d(np.asarray(X, np.float64)) - self.mean) / self.scale
         z = np.maximum(z @ self.W1 + self.b1, 0.0) @ self.W2 + self.b2
         z -= z.max(axis=1, keepdims=True)
@@ -118,10 +120,12 @@ class SmallMLP:
         return p / p.sum(axis=1, keepdims=True)
 
     def to_dict(self) -> dict:
+        """Plain-JSON form (``from_dict`` reads it back)."""
         return {"type": "mlp", **{k: getattr(self, k).tolist() for k in ("mean", "scale", "W1", "b1", "W2", "b2")}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SmallMLP":
+    def from_dict(cls, d: dict) -> SmallMLP:
+        """The network from its ``to_dict`` form."""
         return cls(d["mean"], d["scale"], d["W1"], d["b1"], d["W2"], d["b2"])
 
 
@@ -169,6 +173,8 @@ def modality_probabilities(stats: np.ndarray) -> Optional[np.ndarray]:
 
 @dataclass
 class DomainCalibration:
+    """What a library's own cases look like: distance thresholds and modality (stored in its file)."""
+
     embedder_sha256: str
     n_cases: int
     close_distance: Optional[float] = None  # a hit at or below this distance is close
@@ -181,13 +187,16 @@ class DomainCalibration:
 
     @property
     def calibrated(self) -> bool:
+        """False for libraries too small to calibrate (``MIN_CASES``)."""
         return self.close_distance is not None
 
     def to_json(self) -> str:
+        """JSON text for the library file's meta table."""
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> Optional["DomainCalibration"]:
+    def from_json(cls, text: str) -> Optional[DomainCalibration]:
+        """The calibration stored in a file, or None when unreadable or of another version."""
         try:
             d = json.loads(text)
             if int(d.get("version", 0)) != CALIBRATION_VERSION:
@@ -214,10 +223,10 @@ def calibrate(
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, MAX_CALIBRATION, replace=False)) if n > MAX_CALIBRATION else np.arange(n)
     parts = [search(vectors[pick[s:s + 32]], 2) for s in range(0, len(pick), 32)]  # bounded memory (numpy: 32 x n)
-    D, I = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    own = I == ids[pick][:, None]
+    dist, nearest = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    own = nearest == ids[pick][:, None]
     # the nearest case that is not the query itself (an exact duplicate may come first)
-    nn = np.where(own[:, 0], D[:, 1], D[:, 0]).astype(np.float64)
+    nn = np.where(own[:, 0], dist[:, 1], dist[:, 0]).astype(np.float64)
     nn = nn[np.isfinite(nn)]
     cal.nn_quantiles = {str(q): float(np.quantile(nn, q)) for q in (0.5, 0.9, 0.95, 0.99)}
     cal.close_distance = float(np.quantile(nn, CLOSE_QUANTILE) * CLOSE_MARGIN)

@@ -92,7 +92,8 @@ class QueryResult(list):
     ``out_of_domain`` (the query is unlike the library's cases: do not read a label vote from it) and
     ``reasons`` (one line each). ``calibrated`` is False when the library is too small to calibrate."""
 
-    def __init__(self, hits=(), *, out_of_domain: bool = False, reasons: Optional[list] = None, calibrated: bool = True):
+    def __init__(self, hits=(), *, out_of_domain: bool = False, reasons: Optional[list] = None,
+                 calibrated: bool = True):
         super().__init__(hits)
         self.out_of_domain = bool(out_of_domain)
         self.reasons = list(reasons or [])
@@ -652,7 +653,7 @@ class CaseLibrary:
         or a path to an image file."""
         return self.embedder.embed_prepared(self._prepare_query(image, roi, slice_index)[None])[0]
 
-    def query(self, image: Any, k: int = 10, *, roi: Any = None, slice_index: Optional[int] = None) -> "QueryResult":
+    def query(self, image: Any, k: int = 10, *, roi: Any = None, slice_index: Optional[int] = None) -> QueryResult:
         """The k most similar cases, nearest first, as a :class:`QueryResult` (a list of hits) that says
         whether the query is out of the library's domain and marks each hit ``close``."""
         if len(self) == 0:
@@ -665,7 +666,7 @@ class CaseLibrary:
         return self.query_vector(vec, k, stats=image_stats(thumbnail(prepared, THUMB_SIZE)), blank=blank)
 
     def query_vector(self, vec: np.ndarray, k: int = 10, *, stats: Optional[np.ndarray] = None,
-                     blank: bool = False) -> "QueryResult":
+                     blank: bool = False) -> QueryResult:
         """Hits for a descriptor; the domain verdict uses the distances (and ``stats``, the query's
         :func:`~napari_medai.retrieval.domain.image_stats`, when given)."""
         from .domain import verdict

@@ -128,11 +128,13 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
     dark = float(np.mean(sample <= -30))
     soft = float(np.mean((sample >= -100) & (sample <= 300)))
     if dark < 0.005:
-        raise MedaiError(f"{what} has no air or fat ({dark:.1%} of voxels <= -30 HU; values {lo:.0f}..{hi:.0f}): it is not "
-                         "a CT in Hounsfield units (MR, ultrasound or a picture?); give a CT in HU with some air or fat in view")
+        raise MedaiError(f"{what} has no air or fat ({dark:.1%} of voxels <= -30 HU; values {lo:.0f}..{hi:.0f}): "
+                         "it is not a CT in Hounsfield units (MR, ultrasound or a picture?); give a CT in HU with "
+                         "some air or fat in view")
     if soft < 0.02:
-        raise MedaiError(f"{what} has almost no soft tissue ({soft:.1%} of voxels in -100..300 HU; values {lo:.0f}..{hi:.0f}): "
-                         "it is not an abdominal CT in Hounsfield units; check the file and its rescale slope/intercept")
+        raise MedaiError(f"{what} has almost no soft tissue ({soft:.1%} of voxels in -100..300 HU; "
+                         f"values {lo:.0f}..{hi:.0f}): it is not an abdominal CT in Hounsfield units; check the file "
+                         "and its rescale slope/intercept")
 
 
 # ------------------------------------------------------------------------------------ orientation
@@ -499,7 +501,10 @@ def plausibility_notes(labels: np.ndarray, spacing: Sequence[float], names: dict
     if "liver" not in set(names.values()):
         return []
     labels = np.asarray(labels)
-    liver = labels >= 1 if set(names.values()) <= {"liver", "tumour"} else labels == next(k for k, v in names.items() if v == "liver")
+    if set(names.values()) <= {"liver", "tumour"}:
+        liver = labels >= 1
+    else:
+        liver = labels == next(k for k, v in names.items() if v == "liver")
     if not liver.any():
         return ["no liver found: check that this is an abdominal CT covering the liver, in HU, with its orientation "
                 "(affine) right"]

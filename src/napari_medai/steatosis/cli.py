@@ -13,9 +13,11 @@ def register(groups) -> None:
         "(hepatorenal index). Research use only, not a medical device.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="PNG, JPEG, TIFF, DICOM or NIfTI 2-D frames")
     roi = p.add_mutually_exclusive_group()
-    roi.add_argument("--roi", default=None, metavar="X,Y,W,H", help="liver ROI in pixels (x = column); required unless --auto-roi")
+    roi.add_argument("--roi", default=None, metavar="X,Y,W,H",
+                     help="liver ROI in pixels (x = column); required unless --auto-roi")
     roi.add_argument("--auto-roi", action="store_true",
-                     help="place the liver ROI automatically (the grade is then marked uncertain; check the ROI it names)")
+                     help="place the liver ROI automatically (the grade is then marked uncertain; "
+                     "check the ROI it names)")
     p.add_argument("--kidney-roi", default=None, metavar="X,Y,W,H", help="kidney-cortex ROI for the hepatorenal index")
     p.add_argument("--model", default=None, help="model name or folder (default steatosis-default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -45,11 +47,10 @@ def register(groups) -> None:
 
 def run_grade(args) -> int:
     from ..cli.main import emit_json
+    from ..errors import MedaiError
     from ..io.readers import load_image
     from ..runtime.provenance import RESEARCH_NOTICE
     from .core import grade_steatosis
-
-    from ..errors import MedaiError
 
     if args.roi is None and not args.auto_roi:
         raise MedaiError("no liver ROI: give --roi X,Y,W,H (pixels, x = column, on liver parenchyma away from vessels) "

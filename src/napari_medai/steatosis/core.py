@@ -40,7 +40,8 @@ ROI_SPECKLE_RANGE = (0.049, 0.154)  # std of (patch - Gaussian(1 px)) / mean: B-
 MIN_ULTRASOUND = 0.1
 COLOUR_LIMIT = 8.0  # mean |R-G| + |G-B| in the ROI above this: a colour overlay or a photo
 NO_ROI_MESSAGE = ("no liver ROI given: draw one (roi=(x, y, w, h) / --roi X,Y,W,H, on liver parenchyma away from "
-                  "vessels), or ask for automatic placement (auto_roi=True / --auto-roi; the grade is then marked uncertain)")
+                  "vessels), or ask for automatic placement (auto_roi=True / --auto-roi; the grade is then marked "
+                  "uncertain)")
 
 
 @dataclass
@@ -180,8 +181,8 @@ def domain_reasons(crops: np.ndarray, image=None, region=None) -> list:
         rgb = arr[..., :3].astype(np.float64)[region if region is not None else slice(None)]
         colour = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])))
         if colour > COLOUR_LIMIT:
-            reasons.append(f"the ROI is in colour (mean channel difference {colour:.0f}): a Doppler overlay, a photo or "
-                           "a colour-mapped image, not a B-mode frame")
+            reasons.append(f"the ROI is in colour (mean channel difference {colour:.0f}): a Doppler overlay, a photo "
+                           "or a colour-mapped image, not a B-mode frame")
     if arr is not None and min(arr.shape[:2]) >= 96:  # a whole frame, not a crop: is it ultrasound at all?
         from ..retrieval.domain import image_modality
 
@@ -195,10 +196,12 @@ def domain_reasons(crops: np.ndarray, image=None, region=None) -> list:
     speckle = float(np.median(fine))
     if not ROI_ECHO_RANGE[0] <= echo <= ROI_ECHO_RANGE[1]:
         reasons.append(f"the ROI's mean grey level {echo:.0f} is outside the training frames' "
-                       f"{ROI_ECHO_RANGE[0]:.0f}-{ROI_ECHO_RANGE[1]:.0f} (other gain or scanner, or not a B-mode liver?)")
+                       f"{ROI_ECHO_RANGE[0]:.0f}-{ROI_ECHO_RANGE[1]:.0f} "
+                       "(other gain or scanner, or not a B-mode liver?)")
     if not ROI_SPECKLE_RANGE[0] <= speckle <= ROI_SPECKLE_RANGE[1]:
         reasons.append(f"the ROI's texture (speckle ratio {speckle:.3f}) is unlike B-mode liver parenchyma "
-                       f"({ROI_SPECKLE_RANGE[0]:.3f}-{ROI_SPECKLE_RANGE[1]:.3f}): noise, a blank region or another modality?")
+                       f"({ROI_SPECKLE_RANGE[0]:.3f}-{ROI_SPECKLE_RANGE[1]:.3f}): "
+                       "noise, a blank region or another modality?")
     return reasons
 
 
@@ -276,8 +279,8 @@ def grade_steatosis(
         if not auto_roi:
             raise MedaiError(NO_ROI_MESSAGE)
         roi, roi_source = auto_liver_roi(gray), "auto"
-        uncertain_reasons.append(f"liver ROI placed automatically at {','.join(map(str, roi))} (x,y,w,h): check it lies "
-                                 "on liver parenchyma, or draw one")
+        uncertain_reasons.append(f"liver ROI placed automatically at {','.join(map(str, roi))} (x,y,w,h): "
+                                 "check it lies on liver parenchyma, or draw one")
     elif auto_roi:
         warnings.append("auto_roi ignored: a liver ROI was given")
     check_stop(should_stop)
@@ -323,8 +326,8 @@ def grade_steatosis(
         uncertain_reasons.append(f"top probability {p[grade]:.2f} is under {MIN_TOP_PROBABILITY:.1f}")
     if len(probs) > 1 and agreement < MIN_PATCH_AGREEMENT:
         votes = np.bincount(np.argmax(probs, axis=1), minlength=4)
-        uncertain_reasons.append("the patches disagree: " + ", ".join(f"S{g} {int(v)}" for g, v in enumerate(votes) if v)
-                                 + f" of {len(probs)} patches")
+        tally = ", ".join(f"S{g} {int(v)}" for g, v in enumerate(votes) if v)
+        uncertain_reasons.append(f"the patches disagree: {tally} of {len(probs)} patches")
     if progress:
         progress(1, n_total)
 
