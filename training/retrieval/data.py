@@ -1,6 +1,8 @@
-"""figshare brain-tumour MRI: listing, cached down-sampled images, grouped 5-fold split.
+"""figshare brain-tumour MRI and the other-sources set: listing, cached down-sampled images, splits.
 
-python training/retrieval/data.py            # builds cache/figshare_<size>.npz once
+PYTHONPATH=src python training/retrieval/data.py      # builds cache/figshare_<size>.npz once
+
+The fixed splits (figshare folds, other-sources sources) are in splits/splits.json (make_splits.py).
 """
 
 from __future__ import annotations
@@ -12,20 +14,49 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medai.retrieval.metrics import consecutive_blocks, assign_folds
+from napari_medai.retrieval.preprocess import prepare
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from napari_medai.retrieval.metrics import consecutive_blocks, assign_folds  # noqa: E402
-from napari_medai.retrieval.preprocess import prepare  # noqa: E402
-
 CLASSES = ("glioma", "meningioma", "pituitary")
+# multi-source label set: type classes (the type head) and the coarse group of every folder name
+TYPES = ("glioma", "meningioma", "pituitary", "notumor")
+COARSE = {"glioma": 1, "meningioma": 1, "pituitary": 1, "tumour-untyped": 1, "notumor": 0}
+SOURCES = ("sartaj", "br35h", "navoneel")  # navoneel = Chakrabarty's brain-tumour detection set
 CACHE = HERE / "cache"
+SPLITS = HERE / "splits" / "splits.json"
 
 
-def data_root() -> Path:
+def data_root(name: str = "figshare") -> Path:
     base = Path(os.environ.get("NAPARI_MEDAI_DATA", REPO.parent / "shared" / "data"))
-    return base / "brain-mri" / "figshare"
+    return base / "brain-mri" / name
+
+
+def load_other_sources(size: int = 128):
+    """other-sources as dict(x=(N,size,size) float16, label=folder name, source, files), in index.csv order."""
+    import csv
+
+    CACHE.mkdir(exist_ok=True)
+    f = CACHE / f"other_{size}.npz"
+    if f.exists():
+        d = np.load(f, allow_pickle=False)
+        return {k: d[k] for k in d.files}
+    from PIL import Image
+
+    root = data_root("other-sources")
+    rows = list(csv.DictReader(open(root / "index.csv")))
+    x = np.stack([prepare(np.asarray(Image.open(root / r["file"]).convert("L")), size) for r in rows]).astype(np.float16)
+    d = {"x": x, "label": np.asarray([r["class"] for r in rows]), "source": np.asarray([r["source"] for r in rows]),
+         "files": np.asarray([r["file"] for r in rows])}
+    np.savez(f, **d)
+    return d
+
+
+def load_splits() -> dict:
+    import json
+
+    return json.loads(SPLITS.read_text())
 
 
 def list_items(root: Path | None = None):

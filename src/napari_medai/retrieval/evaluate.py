@@ -118,3 +118,52 @@ def _embed_all(emb, x, should_stop, progress, bs: int = 64):
         if progress is not None:
             progress(min(len(x), s + bs), len(x))
     return out
+
+
+def group_relevance(query_labels, library_labels, groups: dict, untyped: dict) -> np.ndarray:
+    """(n_queries, n_library) relevance when some labels are coarse: two labels are relevant to each other
+    when they are equal, or when one of them is an untyped label (``untyped``: label -> its coarse group)
+    of the other's coarse group (``groups``: label -> coarse group). E.g. an untyped tumour is relevant to
+    every tumour class and the reverse; no tumour only to no tumour."""
+    q = np.asarray(query_labels).astype(str)
+    lib = np.asarray(library_labels).astype(str)
+    rel = q[:, None] == lib[None, :]
+    gq = np.asarray([groups.get(v, v) for v in q])
+    gl = np.asarray([groups.get(v, v) for v in lib])
+    uq = np.asarray([v in untyped for v in q])
+    ul = np.asarray([v in untyped for v in lib])
+    return rel | ((gq[:, None] == gl[None, :]) & (uq[:, None] | ul[None, :]))
+
+
+def relevance_metrics(query_vecs, library_vecs, relevant: np.ndarray, *, k: int = 10, exclude=None,
+                      query_labels=None) -> dict:
+    """mAP and P@k with an explicit relevance matrix (n_queries, n_library); ``exclude[i]`` is a library
+    index to leave out of query i's ranking (the query itself, for leave-one-out), or -1.
+    Also the chance level (mean share of relevant items in the ranked library). AP is 0 for a query
+    with nothing relevant, as in ``metrics.average_precision``."""
+    from .metrics import average_precision, pairwise_sq_dists
+
+    d = pairwise_sq_dists(query_vecs, library_vecs)
+    n_lib = d.shape[1]
+    aps, pks, chance = [], [], []
+    for i in range(len(d)):
+        keep = np.ones(n_lib, bool)
+        if exclude is not None and exclude[i] >= 0:
+            keep[exclude[i]] = False
+        idx = np.flatnonzero(keep)
+        order = idx[np.argsort(d[i, idx], kind="stable")]
+        r = relevant[i, order]
+        aps.append(average_precision(r))
+        pks.append(float(r[:k].mean()))
+        chance.append(float(r.mean()))
+    aps, pks, chance = map(np.asarray, (aps, pks, chance))
+    out = {"overall": {"n_queries": int(len(aps)), "mAP": float(aps.mean()), f"P@{k}": float(pks.mean()),
+                       "chance_mAP": float(chance.mean())}, "per_class": {}}
+    if query_labels is not None:
+        ql = np.asarray(query_labels).astype(str)
+        for c in sorted(set(ql.tolist())):
+            m = ql == c
+            out["per_class"][c] = {"n_queries": int(m.sum()), "mAP": float(aps[m].mean()), f"P@{k}": float(pks[m].mean()),
+                                   "chance_mAP": float(chance[m].mean())}
+    out["per_query_ap"] = aps.tolist()
+    return out

@@ -46,14 +46,71 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (x * contrast + bright).clamp(0, 1)
 
 
-def supcon_loss(z: torch.Tensor, y: torch.Tensor, t: float = 0.1) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al. 2020), single view; z is L2-normalised."""
+def _smooth_field(n: int, size: int, g: torch.Generator, grid: int = 4) -> torch.Tensor:
+    """(n, 1, size, size) smooth random field in [-1, 1] (bicubic up-sampled coarse noise)."""
+    coarse = torch.rand(n, 1, grid, grid, generator=g) * 2 - 1
+    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(-1, 1)
+
+
+def augment_strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Augmentation for images from other scanners and sources: horizontal flip, vertical flip (p 0.2),
+    rotation +-25 deg plus a quarter turn (p 0.15), scale 0.7-1.3 (crops and zoom-outs), shift +-10 %;
+    then a multiplicative bias field (up to +-35 %), gamma (e^+-0.5), contrast / brightness, loss of
+    resolution (down-sampled by 1-3x, p 0.3), Gaussian blur (p 0.2) and Gaussian noise (sd up to 0.05)."""
+    n, _, h, w = x.shape
+
+    def r(*s):
+        return torch.rand(*s, generator=g)
+
+    ang = (r(n) * 2 - 1) * math.radians(25) + (r(n) < 0.15).float() * (math.pi / 2) * torch.where(r(n) < 0.5, -1.0, 1.0)
+    sc = 1 / (0.7 + 0.6 * r(n))
+    flip = torch.where(r(n) < 0.5, -1.0, 1.0)
+    vflip = torch.where(r(n) < 0.2, -1.0, 1.0)
+    tx, ty = (r(n) * 2 - 1) * 0.1, (r(n) * 2 - 1) * 0.1
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    theta = torch.stack([torch.stack([cos * flip, -sin * vflip, tx], 1), torch.stack([sin * flip, cos * vflip, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+    x = x * (1 + 0.35 * r(n).view(n, 1, 1, 1) * _smooth_field(n, h, g))
+    x = x.clamp(0, 1) ** torch.exp((r(n) * 2 - 1) * 0.5).view(n, 1, 1, 1)
+    x = x * (0.75 + 0.5 * r(n)).view(n, 1, 1, 1) + ((r(n) * 2 - 1) * 0.1).view(n, 1, 1, 1)
+    low = r(n) < 0.3  # loss of resolution: down-sample by 1-3x and back
+    if low.any():
+        f = float(1 + 2 * r(1))
+        small = F.interpolate(x[low], scale_factor=1 / f, mode="area")
+        x[low] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    blur = r(n) < 0.2
+    if blur.any():
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+        k2 = (k[:, None] * k[None, :]).view(1, 1, 5, 5)
+        x[blur] = F.conv2d(F.pad(x[blur], (2, 2, 2, 2), mode="replicate"), k2)
+    x = x + torch.randn(x.shape, generator=g) * (0.05 * r(n)).view(n, 1, 1, 1)
+    return x.clamp(0, 1)
+
+
+AUGMENTATIONS = {"standard": augment, "strong": augment_strong}
+
+
+def supcon_loss(z: torch.Tensor, y: torch.Tensor, t: float = 0.1, coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020), single view; z is L2-normalised.
+
+    With ``coarse`` (a coarse label per item), a fine label of -1 means "type unknown within its coarse
+    group": two such items of one coarse group are positives; an unknown-type item and a typed item of
+    the same coarse group are neither positive nor negative (left out of each other's denominator);
+    items of different coarse groups are negatives."""
     sim = z @ z.T / t
     n = z.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, -1e9)
+    ignore = eye
+    if coarse is not None:
+        unknown = y < 0
+        same_coarse = coarse[:, None] == coarse[None, :]
+        ignore = eye | (same_coarse & (unknown[:, None] ^ unknown[None, :]))
+    sim = sim.masked_fill(ignore, -1e9)
     logprob = sim - torch.logsumexp(sim, 1, keepdim=True)
-    pos = (y[:, None] == y[None, :]) & ~eye
+    pos = (y[:, None] == y[None, :]) & ~ignore
+    if coarse is not None:
+        pos &= same_coarse
     npos = pos.sum(1)
     keep = npos > 0
     return (-(logprob * pos).sum(1)[keep] / npos[keep]).mean()
@@ -104,6 +161,11 @@ def train_embedder(
     device: str = "auto",
     max_minutes: float = 0,
     mixed_precision: bool = True,
+    augmentation: str = "standard",
+    y_coarse: Optional[Sequence[int]] = None,
+    coarse_weight: float = 0.5,
+    sample_weight: Optional[Sequence[float]] = None,
+    checkpoint: "str | Path | None" = None,
     progress: Optional[Callable[[int, int], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     log: Optional[Callable[[dict], None]] = None,
@@ -113,6 +175,14 @@ def train_embedder(
     ``instance_weight`` > 0 adds a label-free instance-contrastive term (SimCLR's NT-Xent: two augmented
     views of each image are each other's only positive), so that the descriptor keeps appearance that the
     labels do not ask for; every batch then goes through the network twice as large.
+
+    Multi-source training: ``y`` may hold -1 (tumour type unknown) when ``y_coarse`` (e.g. 0 no tumour,
+    1 tumour) is given for every image; the class head ignores those images, a coarse head (a linear layer
+    on the descriptor, used in training only and not exported) is trained on ``y_coarse`` with weight
+    ``coarse_weight``, and the supervised contrastive loss uses the coarse groups (see ``supcon_loss``).
+    ``augmentation="strong"`` adds bias field, noise, blur and resolution loss for other scanners.
+    ``sample_weight`` draws each epoch's images with replacement in proportion to it (same epoch size).
+    ``checkpoint``: a file written after every epoch; when it exists, training resumes from it.
 
     Returns (net, arch dict, history list)."""
     from ..runtime.device import resolve_device
@@ -127,19 +197,47 @@ def train_embedder(
     net = build_net(arch).to(dev).to(memory_format=torch.channels_last)
     use_bf16 = mixed_precision and _bf16_ok(dev)
     y = np.asarray(y, np.int64)
+    if (y < 0).any() and y_coarse is None:
+        raise ValueError("labels of -1 (type unknown) need y_coarse")
+    aug = AUGMENTATIONS[augmentation]
     xt = torch.from_numpy(np.asarray(x, np.float32))[:, None]
     yt = torch.from_numpy(y)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+    ct = None if y_coarse is None else torch.from_numpy(np.asarray(y_coarse, np.int64))
+    coarse_head = None
+    params = list(net.parameters())
+    if ct is not None:
+        coarse_head = torch.nn.Linear(int(arch["embed_dim"]), int(ct.max()) + 1).to(dev)
+        params += list(coarse_head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=5e-4)
     steps = math.ceil(len(y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps), pct_start=0.15)
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    cw = torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+    known = y >= 0
+    counts = np.bincount(y[known], minlength=n_classes).astype(np.float64)
+    cw = torch.tensor(known.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+    if ct is not None:
+        cc = np.bincount(ct.numpy()).astype(np.float64)
+        ccw = torch.tensor(len(ct) / (len(cc) * np.maximum(cc, 1)), dtype=torch.float32, device=dev)
+    sw = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, np.float64))
     parts = loss.split("+")
     history = []
-    t0 = time.time()
-    for ep in range(epochs):
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)  # our own file, written below
+        if state.get("epochs") != epochs or state.get("n") != len(y):
+            raise ValueError(f"checkpoint {ckpt} is of another training ({state.get('epochs')} epochs, {state.get('n')} images)")
+        net.load_state_dict(state["net"])
+        if coarse_head is not None:
+            coarse_head.load_state_dict(state["coarse_head"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start = state["history"], len(state["history"])
+    t0 = time.time() - (history[-1]["minutes"] * 60 if history else 0)
+    for ep in range(start, epochs):
         net.train()
-        perm = torch.randperm(len(y), generator=g)
+        perm = torch.randperm(len(y), generator=g) if sw is None else torch.multinomial(sw, len(y), True, generator=g)
         tl = tc = 0.0
         nb = 0
         for s in range(0, len(perm), batch_size):
@@ -147,19 +245,23 @@ def train_embedder(
             idx = perm[s : s + batch_size]
             if len(idx) < 8:
                 continue
-            xb = augment(xt[idx], g)
+            xb = aug(xt[idx], g)
             yb = yt[idx].to(dev)
+            cb = None if ct is None else ct[idx].to(dev)
             if instance_weight > 0:  # second view of the same images
-                xb, yb = torch.cat([xb, augment(xt[idx], g)]), torch.cat([yb, yb])
+                xb, yb = torch.cat([xb, aug(xt[idx], g)]), torch.cat([yb, yb])
+                cb = None if cb is None else torch.cat([cb, cb])
             xb = xb.to(dev).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 z, logits = net(xb)
             z, logits = z.float(), logits.float()
             total = torch.zeros((), device=dev)
-            if "ce" in parts:
-                total = total + F.cross_entropy(logits, yb, weight=cw, label_smoothing=0.1)
+            if "ce" in parts and bool((yb >= 0).any()):
+                total = total + F.cross_entropy(logits, yb, weight=cw, label_smoothing=0.1, ignore_index=-1)
+            if coarse_head is not None:
+                total = total + coarse_weight * F.cross_entropy(coarse_head(z), cb, weight=ccw, label_smoothing=0.1)
             if "supcon" in parts:
-                total = total + supcon_weight * supcon_loss(z, yb)
+                total = total + supcon_weight * supcon_loss(z, yb, coarse=cb)
             if instance_weight > 0:
                 views = torch.arange(len(idx), device=dev).repeat(2)
                 total = total + instance_weight * supcon_loss(z, views)
@@ -168,7 +270,8 @@ def train_embedder(
             opt.step()
             sched.step()
             tl += float(total.detach())
-            tc += float((logits.argmax(1) == yb).float().mean())
+            kb = yb >= 0
+            tc += float((logits.argmax(1)[kb] == yb[kb]).float().mean()) if bool(kb.any()) else 0.0
             nb += 1
             if progress is not None:
                 progress(ep * steps + s // batch_size + 1, epochs * steps)
@@ -176,6 +279,13 @@ def train_embedder(
         history.append(rec)
         if log is not None:
             log(rec)
+        if ckpt is not None:
+            tmp = ckpt.with_name(ckpt.name + ".tmp")
+            torch.save({"net": net.state_dict(), "coarse_head": None if coarse_head is None else coarse_head.state_dict(),
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": g.get_state(),
+                        "torch_rng": torch.get_rng_state(), "history": history,
+                        "epochs": epochs, "n": len(y)}, tmp)
+            tmp.replace(ckpt)
         if max_minutes and rec["minutes"] > max_minutes and ep + 1 < epochs:
             break
     net = net.eval().cpu().to(memory_format=torch.contiguous_format)
