@@ -1,16 +1,17 @@
 """Issue #20: the embedder trained on figshare + other-sources, evaluated with the fixed splits.
 
-  PYTHONPATH=src python training/retrieval/multisource.py --run 0 --epochs 40     # one pre-registered run
+  PYTHONPATH=src python training/retrieval/multisource.py --run 0          # one pre-registered run (96 px, 30 epochs)
   PYTHONPATH=src python training/retrieval/multisource.py --baselines             # shipped 1.3.0 + raw pixels
 
-A run (splits/splits.json "runs") holds out figshare fold F and, for runs 0-2, one whole source S of
-other-sources. It trains on figshare folds != F (type labels) + other-sources images not from S (type
+A run (splits/splits.json "runs") holds out figshare fold F and whole sources of other-sources (run 0:
+SARTAJ; run 1: Br35H and navoneel). It trains on figshare folds != F (type labels) + other-sources
+images of the remaining sources (type
 label where known: meningioma, pituitary, notumor; "tumour-untyped" only with the coarse label), then
 reports, with the raw-pixel descriptor (and, after --baselines, the shipped 1.3.0 embedder) on the
 same library and queries:
 
 * figshare: queries = fold F, library = the other four folds (the usual protocol);
-* cross-source (S given): library = figshare fold F + every image of S; queries = the images of S, each
+* cross-source, for each held-out source S: library = figshare fold F + every image of S; queries = the images of S, each
   ranked against the library without itself; relevance: same class, an untyped tumour relevant to every
   tumour class and the reverse, notumor only to notumor (evaluate.group_relevance).
 
@@ -48,14 +49,15 @@ def fig_fold_of(d, splits):
     return folds
 
 
-def evaluate(zf, zo, d, o, run, unseen=""):
-    """Figshare test fold and cross-source figures for one descriptor set (zf: figshare, zo: other-sources)."""
-    F, S = run["figshare_test_fold"], run["held_out_source"]
+def evaluate(zf, zo, d, o, run):
+    """Figshare test fold and cross-source figures (one per held-out source) for one descriptor set
+    (zf: figshare, zo: other-sources)."""
+    F = run["figshare_test_fold"]
     te = d["folds"] == F
     names = np.asarray(CLASSES)[d["y"]]
     m = retrieval_metrics(zf[te], names[te], zf[~te], names[~te], k=10)
-    out = {"figshare": {"overall": m["overall"], "per_class": m["per_class"]}}
-    if S:
+    out = {"figshare": {"overall": m["overall"], "per_class": m["per_class"]}, "cross_source": {}}
+    for S in run["held_out_sources"]:
         s = o["source"] == S
         lib_z = np.concatenate([zf[te], zo[s]])
         lib_lab = np.concatenate([names[te], o["label"][s]])
@@ -65,17 +67,16 @@ def evaluate(zf, zo, d, o, run, unseen=""):
         cs = relevance_metrics(zo[s], lib_z, rel, k=10, exclude=excl, query_labels=q_lab)
         cs.pop("per_query_ap")
         cs["library"] = {"figshare": int(te.sum()), S: int(s.sum())}
-        out["cross_source"] = cs
+        out["cross_source"][S] = cs
     return out
 
 
 def brief(r):
     b = {"fig_mAP": round(r["figshare"]["overall"]["mAP"], 4), "fig_P@10": round(r["figshare"]["overall"]["P@10"], 4)}
-    if "cross_source" in r:
-        c = r["cross_source"]
-        b.update(xs_mAP=round(c["overall"]["mAP"], 4), xs_P10=round(c["overall"]["P@10"], 4),
-                 xs_chance=round(c["overall"]["chance_mAP"], 4),
-                 **{f"xs_{k}": round(v["mAP"], 4) for k, v in c["per_class"].items()})
+    for S, c in r["cross_source"].items():
+        b.update({f"{S}_mAP": round(c["overall"]["mAP"], 4), f"{S}_P10": round(c["overall"]["P@10"], 4),
+                  f"{S}_chance": round(c["overall"]["chance_mAP"], 4),
+                  **{f"{S}_{k}": round(v["mAP"], 4) for k, v in c["per_class"].items()}})
     return b
 
 
@@ -87,7 +88,6 @@ def baselines():
 
     emb = get_embedder(None, device="cpu")
     d, o = load_cache(128), load_other_sources(128)
-    root_o = Path(__file__).resolve().parent
     from data import data_root, list_items
 
     paths, _, ids = list_items()
@@ -97,14 +97,14 @@ def baselines():
     zo = emb.embed([np.asarray(Image.open(data_root("other-sources") / f).convert("L")) for f in o["files"]])
     np.savez(CACHE / "emb_v130.npz", zf=zf, zo=zo, name=emb.name, sha256=emb.sha256)
     print(f"embedded with {emb.name} {emb.sha256[:12]} in {time.time() - t0:.0f}s", flush=True)
-    del root_o
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=int, default=0)
     ap.add_argument("--baselines", action="store_true")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=96, help="input px (images area-resized from the 128-px caches)")
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -114,7 +114,6 @@ def main(argv=None):
     ap.add_argument("--augmentation", default="strong", choices=["standard", "strong"])
     ap.add_argument("--unseen-class", default="", choices=["", *CLASSES])
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--eval-only", action="store_true", help="evaluate the finished run's saved network")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
     if a.baselines:
@@ -128,23 +127,28 @@ def main(argv=None):
     run = splits["runs"][a.run]
     d, o = load_cache(128), load_other_sources(128)
     fig_fold_of(d, splits)
-    F, S = run["figshare_test_fold"], run["held_out_source"]
+    if a.size != 128:
+        from napari_medai.retrieval.preprocess import resize_area
+
+        for c in (d, o):
+            c["x"] = np.stack([resize_area(im.astype(np.float32), a.size) for im in c["x"]]).astype(np.float16)
+    F, held = run["figshare_test_fold"], run["held_out_sources"]
     types = [t for t in TYPES if t != a.unseen_class]
     fig_type = np.asarray([types.index(CLASSES[c]) if CLASSES[c] in types else -2 for c in d["y"]])
     o_type = np.asarray([types.index(c) if c in types else (-1 if c == "tumour-untyped" else -2) for c in o["label"]])
     fit_f = (d["folds"] != F) & (fig_type != -2)
-    fit_o = (o["source"] != S) & (o_type != -2)
+    fit_o = ~np.isin(o["source"], held) & (o_type != -2)
     x = np.concatenate([d["x"][fit_f], o["x"][fit_o]])
     y = np.concatenate([fig_type[fit_f], o_type[fit_o]])
     yc = np.asarray([COARSE[CLASSES[c]] for c in d["y"][fit_f]] + [COARSE[c] for c in o["label"][fit_o]])
     w = np.concatenate([np.ones(fit_f.sum()), np.full(fit_o.sum(), a.other_weight)])
-    tag = a.tag or f"e{a.epochs}_{a.augmentation}" + (f"_seed{a.seed}" if a.seed else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    tag = a.tag or f"e{a.epochs}_s{a.size}_{a.augmentation}" + (f"_seed{a.seed}" if a.seed else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
     rdir = HERE / "runs"
     rdir.mkdir(exist_ok=True)
     ckpt = rdir / f"run{a.run}_{tag}.ckpt"
     if a.fresh and ckpt.exists():
         ckpt.unlink()
-    print(f"run {a.run}: figshare fold {F} out, source {S} out; train {len(y)} (figshare {fit_f.sum()}, other {fit_o.sum()}: "
+    print(f"run {a.run}: figshare fold {F} out, sources {held} out; train {len(y)} (figshare {fit_f.sum()}, other {fit_o.sum()}: "
           f"{dict(zip(*np.unique(o['label'][fit_o], return_counts=True)))}) types={types}", flush=True)
     arch = {"widths": [16, 32, 64, 128, 192], "embed_dim": 128, "in_ch": 1, "dropout": 0.2}
     t0 = time.time()
@@ -162,7 +166,8 @@ def main(argv=None):
     res = {"run": run, "args": vars(a), "arch": arch, "train_minutes": minutes, "types": types, "log": hist,
            "n_train": {"figshare": int(fit_f.sum()), "other": int(fit_o.sum())}}
     res["new"] = evaluate(zf, zo, d, o, run)
-    res["raw_pixels"] = evaluate(raw_descriptors(d["x"]), raw_descriptors(o["x"]), d, o, run)
+    d128, o128 = load_cache(128), load_other_sources(128)  # raw pixels as in every earlier figure: 32 px from 128 px
+    res["raw_pixels"] = evaluate(raw_descriptors(d128["x"]), raw_descriptors(o128["x"]), d, o, run)
     v = CACHE / "emb_v130.npz"
     if v.exists():
         e = np.load(v)
