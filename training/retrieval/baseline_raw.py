@@ -1,13 +1,11 @@
 """Raw-pixel baseline on the same 5 folds (descriptor: 32x32 prepared image, zero-mean, L2-normalised)."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from data import CLASSES, load_cache  # noqa: E402
 from napari_medai.retrieval.embedder import PixelEmbedder  # noqa: E402
 from napari_medai.retrieval.metrics import retrieval_metrics, summarize_folds  # noqa: E402

@@ -18,7 +18,6 @@ import numpy as np
 from napari_medai.retrieval.metrics import retrieval_metrics
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 from data import CLASSES  # noqa: E402
 from posthoc import l2n  # noqa: E402

@@ -1,6 +1,6 @@
 """Issue #20: the embedder trained on figshare + other-sources, evaluated with the fixed splits.
 
-  PYTHONPATH=src python training/retrieval/multisource.py --run 0          # one pre-registered run (96 px, 30 epochs)
+  PYTHONPATH=src python training/retrieval/multisource.py --run 0          # one pre-registered run (96 px, 24 epochs)
   PYTHONPATH=src python training/retrieval/multisource.py --baselines             # shipped 1.3.0 + raw pixels
 
 A run (splits/splits.json "runs") holds out figshare fold F and whole sources of other-sources (run 0:
@@ -103,7 +103,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=int, default=0)
     ap.add_argument("--baselines", action="store_true")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--size", type=int, default=96, help="input px (images area-resized from the 128-px caches)")
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)

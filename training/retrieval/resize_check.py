@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 from data import load_cache  # noqa: E402
 from posthoc import l2n  # noqa: E402

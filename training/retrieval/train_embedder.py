@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 from data import CLASSES, load_cache  # noqa: E402
 from napari_medai.retrieval.metrics import retrieval_metrics  # noqa: E402

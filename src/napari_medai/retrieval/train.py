@@ -144,6 +144,14 @@ def _bf16_ok(dev) -> bool:
     return False
 
 
+def _class_weights(y: np.ndarray, sample_weight: np.ndarray, n_classes: int, cap: float = 3.0) -> np.ndarray:
+    """Inverse class frequency as drawn (counts weighted by the sampling weights), capped at ``cap``: with
+    label smoothing, a huge weight on a rare class pulls every image's prediction towards it."""
+    eff = np.bincount(y, weights=sample_weight, minlength=n_classes)
+    eff = eff / max(eff.sum(), 1e-12) * len(y)
+    return np.minimum(len(y) / (n_classes * np.maximum(eff, 1)), cap)
+
+
 def train_embedder(
     x: np.ndarray,
     y: Sequence[int],
@@ -212,12 +220,11 @@ def train_embedder(
     steps = math.ceil(len(y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps), pct_start=0.15)
     known = y >= 0
-    counts = np.bincount(y[known], minlength=n_classes).astype(np.float64)
-    cw = torch.tensor(known.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+    sw_np = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    cw = torch.tensor(_class_weights(y[known], sw_np[known], n_classes), dtype=torch.float32, device=dev)
     if ct is not None:
-        cc = np.bincount(ct.numpy()).astype(np.float64)
-        ccw = torch.tensor(len(ct) / (len(cc) * np.maximum(cc, 1)), dtype=torch.float32, device=dev)
-    sw = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, np.float64))
+        ccw = torch.tensor(_class_weights(ct.numpy(), sw_np, int(ct.max()) + 1), dtype=torch.float32, device=dev)
+    sw = None if sample_weight is None else torch.as_tensor(sw_np)
     parts = loss.split("+")
     history = []
     start = 0
