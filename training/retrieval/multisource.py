@@ -113,6 +113,8 @@ def main(argv=None):
     ap.add_argument("--coarse-weight", type=float, default=0.5)
     ap.add_argument("--augmentation", default="strong", choices=["standard", "strong"])
     ap.add_argument("--unseen-class", default="", choices=["", *CLASSES])
+    ap.add_argument("--control", action="store_true",
+                    help="the 1.x recipe at the same size / epochs: figshare only, 3 classes, standard augmentation, no coarse head")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
@@ -133,16 +135,18 @@ def main(argv=None):
         for c in (d, o):
             c["x"] = np.stack([resize_area(im.astype(np.float32), a.size) for im in c["x"]]).astype(np.float16)
     F, held = run["figshare_test_fold"], run["held_out_sources"]
-    types = [t for t in TYPES if t != a.unseen_class]
+    if a.control:
+        a.augmentation = "standard"
+    types = [t for t in (CLASSES if a.control else TYPES) if t != a.unseen_class]
     fig_type = np.asarray([types.index(CLASSES[c]) if CLASSES[c] in types else -2 for c in d["y"]])
     o_type = np.asarray([types.index(c) if c in types else (-1 if c == "tumour-untyped" else -2) for c in o["label"]])
     fit_f = (d["folds"] != F) & (fig_type != -2)
-    fit_o = ~np.isin(o["source"], held) & (o_type != -2)
+    fit_o = ~np.isin(o["source"], held) & (o_type != -2) & (not a.control)
     x = np.concatenate([d["x"][fit_f], o["x"][fit_o]])
     y = np.concatenate([fig_type[fit_f], o_type[fit_o]])
     yc = np.asarray([COARSE[CLASSES[c]] for c in d["y"][fit_f]] + [COARSE[c] for c in o["label"][fit_o]])
     w = np.concatenate([np.ones(fit_f.sum()), np.full(fit_o.sum(), a.other_weight)])
-    tag = a.tag or f"e{a.epochs}_s{a.size}_{a.augmentation}" + (f"_seed{a.seed}" if a.seed else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    tag = a.tag or f"e{a.epochs}_s{a.size}_{'control' if a.control else a.augmentation}" + (f"_seed{a.seed}" if a.seed else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
     rdir = HERE / "runs"
     rdir.mkdir(exist_ok=True)
     ckpt = rdir / f"run{a.run}_{tag}.ckpt"
@@ -154,8 +158,8 @@ def main(argv=None):
     t0 = time.time()
     net, arch, hist = train_embedder(
         x, y, n_classes=len(types), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss="ce+supcon", arch=arch, seed=a.seed,
-        threads=a.threads, device="cpu", augmentation=a.augmentation, y_coarse=yc, coarse_weight=a.coarse_weight,
-        sample_weight=w, checkpoint=ckpt, log=lambda r: print(json.dumps(r), flush=True))
+        threads=a.threads, device="cpu", augmentation=a.augmentation, y_coarse=None if a.control else yc, coarse_weight=a.coarse_weight,
+        sample_weight=None if a.control else w, checkpoint=ckpt, log=lambda r: print(json.dumps(r), flush=True))
     minutes = hist[-1]["minutes"] if hist else (time.time() - t0) / 60
     from safetensors.torch import save_file
 
