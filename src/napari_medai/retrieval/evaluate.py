@@ -7,7 +7,8 @@ each fold's library part (slow: the honest protocol when the embedder saw the da
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def group_relevance(query_labels, library_labels, groups: dict, untyped: dict) -
 
 def relevance_metrics(query_vecs, library_vecs, relevant: np.ndarray, *, k: int = 10, exclude=None,
                       query_labels=None) -> dict:
-    """mAP and P@k with an explicit relevance matrix (n_queries, n_library); ``exclude[i]`` is a library
+    """MAP and P@k with an explicit relevance matrix (n_queries, n_library); ``exclude[i]`` is a library
     index to leave out of query i's ranking (the query itself, for leave-one-out), or -1.
     Also the chance level (mean share of relevant items in the ranked library). AP is 0 for a query
     with nothing relevant, as in ``metrics.average_precision``."""
@@ -163,7 +164,8 @@ def relevance_metrics(query_vecs, library_vecs, relevant: np.ndarray, *, k: int 
         ql = np.asarray(query_labels).astype(str)
         for c in sorted(set(ql.tolist())):
             m = ql == c
-            out["per_class"][c] = {"n_queries": int(m.sum()), "mAP": float(aps[m].mean()), f"P@{k}": float(pks[m].mean()),
+            out["per_class"][c] = {"n_queries": int(m.sum()), "mAP": float(aps[m].mean()),
+                                   f"P@{k}": float(pks[m].mean()),
                                    "chance_mAP": float(chance[m].mean())}
     out["per_query_ap"] = aps.tolist()
     return out

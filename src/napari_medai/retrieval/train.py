@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -68,7 +69,8 @@ def augment_strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     vflip = torch.where(r(n) < 0.2, -1.0, 1.0)
     tx, ty = (r(n) * 2 - 1) * 0.1, (r(n) * 2 - 1) * 0.1
     cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
-    theta = torch.stack([torch.stack([cos * flip, -sin * vflip, tx], 1), torch.stack([sin * flip, cos * vflip, ty], 1)], 1)
+    row0 = torch.stack([cos * flip, -sin * vflip, tx], 1)
+    theta = torch.stack([row0, torch.stack([sin * flip, cos * vflip, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
     x = x * (1 + 0.35 * r(n).view(n, 1, 1, 1) * _smooth_field(n, h, g))
@@ -91,7 +93,9 @@ def augment_strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 AUGMENTATIONS = {"standard": augment, "strong": augment_strong}
 
 
-def supcon_loss(z: torch.Tensor, y: torch.Tensor, t: float = 0.1, coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+def supcon_loss(
+    z: torch.Tensor, y: torch.Tensor, t: float = 0.1, coarse: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), single view; z is L2-normalised.
 
     With ``coarse`` (a coarse label per item), a fine label of -1 means "type unknown within its coarse
@@ -173,7 +177,7 @@ def train_embedder(
     y_coarse: Optional[Sequence[int]] = None,
     coarse_weight: float = 0.5,
     sample_weight: Optional[Sequence[float]] = None,
-    checkpoint: "str | Path | None" = None,
+    checkpoint: str | Path | None = None,
     progress: Optional[Callable[[int, int], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     log: Optional[Callable[[dict], None]] = None,
@@ -232,7 +236,9 @@ def train_embedder(
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=False)  # our own file, written below
         if state.get("epochs") != epochs or state.get("n") != len(y):
-            raise ValueError(f"checkpoint {ckpt} is of another training ({state.get('epochs')} epochs, {state.get('n')} images)")
+            raise ValueError(
+                f"checkpoint {ckpt} is of another training ({state.get('epochs')} epochs, {state.get('n')} images)"
+            )
         net.load_state_dict(state["net"])
         if coarse_head is not None:
             coarse_head.load_state_dict(state["coarse_head"])
@@ -288,7 +294,8 @@ def train_embedder(
             log(rec)
         if ckpt is not None:
             tmp = ckpt.with_name(ckpt.name + ".tmp")
-            torch.save({"net": net.state_dict(), "coarse_head": None if coarse_head is None else coarse_head.state_dict(),
+            head_state = None if coarse_head is None else coarse_head.state_dict()
+            torch.save({"net": net.state_dict(), "coarse_head": head_state,
                         "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": g.get_state(),
                         "torch_rng": torch.get_rng_state(), "history": history,
                         "epochs": epochs, "n": len(y)}, tmp)
@@ -302,7 +309,7 @@ def train_embedder(
 def export_embedder(
     net,
     arch: dict,
-    out: "str | Path",
+    out: str | Path,
     *,
     classes: Sequence[str],
     size: int,
@@ -353,7 +360,7 @@ def export_embedder(
     return out
 
 
-def merge_embedders(folders: Sequence["str | Path"], out: "str | Path") -> Path:
+def merge_embedders(folders: Sequence[str | Path], out: str | Path) -> Path:
     """One ensemble embedder from exported ones (same architecture; seeds and input sizes may differ):
     the merged network runs every member and concatenates their L2-normalised descriptors,
     re-normalised (arch param ``members``). With different input sizes it takes images prepared at the
