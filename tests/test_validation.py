@@ -419,3 +419,19 @@ def test_figshare_library_flags_wrong_modality_not_other_mri_sources(shared_data
         assert lib.query(str(shared_data / "ct" / name), k=3).out_of_domain, name  # middle slice of a HU volume
     # known miss (docs/retrieval.md): the CHAOS and IRCADb middle slices lie on their side and pass as MRI
     assert lib.query(_noise((512, 512), seed=3), k=3).out_of_domain
+
+
+def test_modality_check_weights_are_sha256_verified(monkeypatch):
+    """The shipped modality classifier is verified like every weights file: a mismatch refuses."""
+    from pathlib import Path
+
+    from napari_medai.errors import MedaiError
+    from napari_medai.retrieval import domain
+    from napari_medai.runtime.registry import sha256_of
+
+    shipped = Path(domain.__file__).with_name(domain.MODALITY_MODEL)
+    assert sha256_of(shipped) == domain.MODALITY_SHA256
+    monkeypatch.setattr(domain, "_MODALITY", None)
+    monkeypatch.setattr(domain, "MODALITY_SHA256", "0" * 64)
+    with pytest.raises(MedaiError, match="SHA-256"):
+        domain.modality_model()

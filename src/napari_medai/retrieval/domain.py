@@ -37,6 +37,8 @@ MODALITY_QUANTILE, MODALITY_FLOOR = 0.01, 0.5
 THUMB = 96
 MODALITIES = ("mri", "ct", "ultrasound", "noise", "photo")
 MODALITY_MODEL = "modality.json"  # beside this module; trained by training/retrieval/modality.py
+# Verified like every shipped weights file; update together with modality.json when it is retrained.
+MODALITY_SHA256 = "63d8e919f2c41a2e88219255b489b8fa3391e628b0b3a72fd44f1a4ac6ad1bad"
 STATS_NAMES = (
     [f"hist{i}" for i in range(8)]
     + ["border_mean", "dark_share", "fg_area", "fg_fill", "fg_aspect", "fg_top", "fg_bottom", "n_components",
@@ -135,9 +137,14 @@ def modality_model():
     if _MODALITY is None:
         from pathlib import Path
 
+        from ..errors import MedaiError
+        from ..runtime.registry import sha256_of
+
         path = Path(__file__).with_name(MODALITY_MODEL)
         if not path.is_file():
-            return None
+            raise MedaiError(f"the modality check's weights {path} are missing; reinstall napari-medai")
+        if sha256_of(path) != MODALITY_SHA256:
+            raise MedaiError(f"the modality check's weights {path} fail the SHA-256 check; reinstall napari-medai")
         spec = json.loads(path.read_text())["classifier"]
         if spec.get("type") == "mlp":
             _MODALITY = SmallMLP.from_dict(spec)
