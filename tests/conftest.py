@@ -1,9 +1,21 @@
 import os
+import tempfile
 
 import pytest
 
 # Widget jobs run synchronously in tests unless a test asks for the threaded path.
 os.environ.setdefault("NAPARI_MEDAI_SYNC", "1")
+# Never read or write the user's napari settings or remembered widget choices: a fresh, temporary
+# napari config (as on a fresh install) for the whole session, set before napari reads it.
+_CONFIG = tempfile.mkdtemp(prefix="napari-medai-test-config-")
+os.environ["NAPARI_CONFIG"] = os.path.join(_CONFIG, "settings.yaml")
+os.environ["NAPARI_MEDAI_PREFS"] = os.path.join(_CONFIG, "napari-medai-widgets.json")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_widget_prefs(tmp_path, monkeypatch):
+    """Remembered widget choices start empty in every test (one test's choice never leaks into another)."""
+    monkeypatch.setenv("NAPARI_MEDAI_PREFS", str(tmp_path / "napari-medai-widgets.json"))
 
 
 @pytest.fixture

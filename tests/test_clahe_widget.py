@@ -25,13 +25,13 @@ def ct_viewer(make_napari_viewer):
 
 def test_run_adds_layer_with_geometry_pixels_and_provenance(ct_viewer):
     viewer, widget, layer, ct = ct_viewer
-    assert any("Research use only" in label.text() for label in widget.findChildren(type(widget.info)))
-    assert widget.layer_box.currentText() == layer.name
-    widget.clip.setValue(0.02)
-    widget.kernel.setText("4,16,16")
-    widget.use_window.setChecked(True)  # -200, 250 by default
-    widget.run()
-    out = viewer.layers[layer.name + " CLAHE"]
+    assert "Research use only" in widget.notice.value
+    assert widget.image.value is layer
+    widget.clip_limit.value = 0.02
+    widget.kernel_size.value = "4,16,16"
+    widget.use_window.value = True  # -200, 250 by default
+    out = widget(block=True)
+    assert out is viewer.layers[layer.name + " CLAHE"]
     expected = clahe(ct.data, kernel_size=(4, 16, 16), clip_limit=0.02, window=(-200, 250))
     np.testing.assert_array_equal(out.data, expected)
     assert out.data.dtype == np.float32 and out.data.shape == ct.data.shape
@@ -53,15 +53,16 @@ def test_preview_runs_on_the_current_slice_only(ct_viewer):
     index = 12
     world = layer.data_to_world([index, 0, 0])
     viewer.dims.set_point(0, world[0])
-    widget.mode.setCurrentText("slices")
-    widget.kernel.setText("16")
+    widget.mode.value = "slices"
+    widget.kernel_size.value = "16"
     preview = widget.preview()
     assert preview.data.shape == (1,) + ct.data.shape[1:]
     np.testing.assert_array_equal(preview.data[0], clahe(ct.data[index], kernel_size=16))
     # the one-slice layer sits exactly on slice 12 of the source
     np.testing.assert_allclose(preview.data_to_world([0, 5, 7]), layer.data_to_world([index, 5, 7]), atol=1e-6)
     assert preview.metadata["napari_medai"]["preview_of_slice"] == [index]
-    assert widget.layer_box.findText(preview.name) == -1  # previews are not offered as inputs
+    assert preview not in widget.image.choices  # previews are not offered as inputs
+    assert widget.image.value is layer
     again = widget.preview()  # replaces, does not pile up
     assert sum(l.name == again.name for l in viewer.layers) == 1
 
@@ -80,7 +81,7 @@ def test_rgb_frame_and_refused_kernel(make_napari_viewer):
     np.testing.assert_allclose(out.data, clahe(rgb), atol=1e-6)
     assert out.metadata["napari_medai"]["parameters"]["rgb"] is True
 
-    widget.kernel.setText("bad,kernel")
+    widget.kernel_size.value = "bad,kernel"
     widget.run()
     assert widget.jobs.last_error and "kernel size" in widget.jobs.last_error
     assert [l.name for l in viewer.layers] == ["bmode", "bmode CLAHE"]
@@ -93,3 +94,26 @@ def test_cancel_from_the_job_panel_leaves_no_layer(ct_viewer):
     widget.run()
     assert widget.jobs.status.text() == "CLAHE: cancelled"
     assert [l.name for l in viewer.layers] == [layer.name]
+
+
+def test_scripted_from_the_dock_and_clip_limit_remembered(make_napari_viewer):
+    """The route the README documents: dock by name, set a value, call the widget."""
+    from napari_medai._qt.prefs import get_pref
+
+    viewer = make_napari_viewer()
+    frame = load_image(BMODE_FRAME)
+    layer = viewer.add_image(frame.data, name="bmode")
+    _, w = viewer.window.add_plugin_dock_widget("napari-medai", "CLAHE enhancement")
+    w.clip_limit.value = 0.02
+    out = w()  # NAPARI_MEDAI_SYNC=1 in tests: runs in the foreground and returns the layer
+    np.testing.assert_allclose(out.data, clahe(frame.data, clip_limit=0.02), atol=1e-6)
+    assert out.metadata["napari_medai"]["parameters"]["clip_limit"] == 0.02
+    assert get_pref("clahe.clip_limit") == 0.02
+    # the layer box follows the selected layer, but not the widget's own results
+    other = viewer.add_image(frame.data[::2, ::2], name="half")
+    viewer.layers.selection.active = other
+    assert w.image.value is other
+    viewer.layers.selection.active = out
+    assert w.image.value is other
+    viewer.layers.selection.active = layer
+    assert w.image.value is layer

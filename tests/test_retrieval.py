@@ -310,29 +310,29 @@ def test_widget_build_query_open(make_napari_viewer, case_folder, tmp_path):
 
     viewer = make_napari_viewer()
     w = RetrievalWidget(viewer)
-    assert "Research use only" in w.findChildren(type(w.library_label))[0].text()
+    assert "Research use only" in w.notice.value
     w.build_library(str(case_folder), save_to=str(tmp_path / "w.medlib"), embedder="raw-pixels")
     assert w.library is not None and len(w.library) == 8 and (tmp_path / "w.medlib").exists()
     # a 3D stack: the current slice is the query
     stack = np.stack([shape_image("disc", 1), shape_image("square", -1)]).astype(np.float32)
     viewer.add_image(stack, name="stack")
     viewer.dims.set_point(0, 1)
-    w.image_combo.setCurrentText("stack")
-    w.k_spin.setValue(4)
-    w.run_query()
+    assert w.image.value is viewer.layers["stack"]  # follows the new, selected layer
+    w.k.value = 4
+    w()
     assert w.jobs.last_error is None
     assert w.gallery.count() == 4
     assert [h.label for h in w.hits] == ["square"] * 4
-    assert "square 4/4" in w.vote_label.text()
+    assert "square 4/4" in w.vote_text.value
     assert w.last_provenance["parameters"]["slice"] == 1
     # Shapes ROI on a larger image holding a disc in one corner
     big = np.zeros((120, 120), np.float32)
     big[60:108, 60:108] = shape_image("disc")
     viewer.add_image(big, name="big")
     viewer.add_shapes([np.array([[60, 60], [60, 108], [108, 108], [108, 60]])], shape_type="rectangle", name="roi")
-    w.image_combo.setCurrentText("big")
-    w.shapes_combo.setCurrentText("roi")
-    w.mode_combo.setCurrentText(MODES[1])
+    w.image.value = viewer.layers["big"]
+    w.shapes.value = viewer.layers["roi"]
+    w.mode.value = MODES[1]
     w.run_query()
     assert w.last_provenance["parameters"]["roi"] == [60, 60, 48, 48]
     assert w.hits[0].label == "disc"
@@ -344,7 +344,35 @@ def test_widget_build_query_open(make_napari_viewer, case_folder, tmp_path):
     assert layer.name.startswith(f"case {w.hits[0].case_id}: disc")
     assert layer.metadata["napari_medai"]["retrieved_case"]["label"] == "disc"
     assert layer.metadata["napari_medai"]["tool"] == "retrieval"
+    # the saved library is remembered for the next start, and opens from the widget
+    from napari_medai._qt.prefs import get_pref
 
+    assert get_pref("retrieval.last_library") == str(tmp_path / "w.medlib")
+    again = RetrievalWidget(viewer)
+    assert str(again.library_path.value) == str(tmp_path / "w.medlib")
+    again.open_button.clicked.emit()
+    assert again.library is not None and len(again.library) == 8
+
+
+def test_widget_says_no_close_cases_when_out_of_domain(make_napari_viewer, case_folder):
+    """When the library flags the query out of its domain (#15) the widget shows no label vote."""
+    from napari_medai.retrieval.widget import RetrievalWidget
+
+    class Flagged(list):  # the shape of CaseLibrary.query's result: a list of hits with two attributes
+        out_of_domain = True
+        reasons = ["farther from every case than cases are from each other"]
+
+    viewer = make_napari_viewer()
+    w = RetrievalWidget(viewer)
+    w.build_library(str(case_folder), embedder="raw-pixels")
+    real_query = w.library.query
+    w.library.query = lambda *args, **kwargs: Flagged(real_query(*args, **kwargs))
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="noise")
+    w()
+    assert w.jobs.last_error is None and w.gallery.count() == len(w.hits) > 0
+    assert "No close cases in this library" in w.vote_text.value and "Label vote" not in w.vote_text.value
+    assert "farther from every case" in w.vote_text.value
+    assert w.last_provenance["parameters"]["out_of_domain"] is True
 
 def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     """Smoke run of the training loop (1 epoch, tiny net), export, registry card, library use,

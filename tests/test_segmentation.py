@@ -346,21 +346,57 @@ def test_widget_runs_and_updates_with_undo(make_napari_viewer, monkeypatch, samp
     viewer = make_napari_viewer()
     image = viewer.add_image(sample_ct.data, name="ct", **sample_ct.geometry.layer_kwargs())
     widget = SegmentationWidget(viewer)
-    assert widget.layer_box.currentText() == "ct"
-    widget.run()
-    result_layer = viewer.layers["ct segmentation"]
+    assert widget.image.value is image
+    result_layer = widget()
+    assert result_layer is viewer.layers["ct segmentation"]
     gt = load_image(CT_LIVER).data > 0
     assert dice(np.asarray(result_layer.data) >= 1, gt) > 0.85
     np.testing.assert_allclose(result_layer.scale, image.scale)
     np.testing.assert_allclose(result_layer.affine.affine_matrix, image.affine.affine_matrix)
     prov = result_layer.metadata["napari_medai"]
     assert prov["tool"] == "segmentation" and prov["model"]["name"] == "liver-tumor-ct"
-    assert "ml" in widget.volumes.text()
-    assert "Note: the segmented liver's median is" in widget.volumes.text()  # non-contrast sample CT
+    # structures named and coloured from the model's label names, volumes listed per structure
+    assert list(result_layer.features["name"]) == ["background", "liver", "tumour"]
+    liver_ml = widget.last_result.volumes_ml["liver"]
+    assert f"liver: {liver_ml:.1f} ml" in widget.volumes.value
+    measures = widget.last_measures
+    assert measures["tumour_count"] == prov["measures"]["tumour_count"] >= 0
+    assert f"tumours: {measures['tumour_count']}" in widget.measures.value and "mm" in widget.measures.value
+    assert "Note: the segmented liver's median is" in widget.notes.value  # non-contrast sample CT
+    # the layer box follows the selected layer but never offers the result as an input
+    assert result_layer not in [c for c in widget.image.choices]
     # edit, then re-run: same layer, updated in place, and the update can be undone
     result_layer.data[0] = 7
-    widget.run()
+    widget()
     assert len([l for l in viewer.layers if l.name.startswith("ct segmentation")]) == 1
     assert np.asarray(result_layer.data).max() <= 2
     result_layer.undo()
     assert np.asarray(result_layer.data)[0].max() == 7
+
+
+def test_widget_refuses_what_the_api_refuses(make_napari_viewer, monkeypatch):
+    """An 8-bit picture: the widget shows the API's one-line MedaiError and adds nothing."""
+    from napari_medai.errors import MedaiError
+    from napari_medai.sample_data import BMODE_FRAME
+    from napari_medai.segmentation import core
+    from napari_medai.segmentation.widget import SegmentationWidget
+
+    frame = load_image(BMODE_FRAME).data
+    try:
+        core.segment(frame, spacing=(1.0, 1.0))
+        refused = None
+    except MedaiError as exc:
+        refused = str(exc)
+    if refused is None:  # before #15's validation lands: the widget must still pass the API's refusal on
+        refused = "this is an 8-bit picture, not a CT in HU; open a CT volume"
+
+        def refuse(*args, **kwargs):
+            raise MedaiError(refused)
+
+        monkeypatch.setattr(core, "segment", refuse)
+    viewer = make_napari_viewer()
+    viewer.add_image(frame, name="bmode")
+    widget = SegmentationWidget(viewer)
+    assert widget() is None
+    assert widget.jobs.last_error == refused and "\n" not in refused
+    assert [l.name for l in viewer.layers] == ["bmode"]

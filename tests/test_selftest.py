@@ -193,10 +193,10 @@ def test_settings_button_shows_the_table(recorded, monkeypatch, make_napari_view
 
     _replay(monkeypatch, recorded[1])
     widget = SettingsWidget(make_napari_viewer())
-    widget.check_button.click()  # jobs run synchronously in tests (NAPARI_MEDAI_SYNC=1)
+    widget.check_button.clicked.emit()  # jobs run synchronously in tests (NAPARI_MEDAI_SYNC=1)
     assert widget.selftest_report is not None and widget.selftest_report.ok
     assert "result: OK" in widget.selftest_table.toPlainText()
-    assert widget.check_button.isEnabled() and widget.jobs.last_error is None
+    assert widget.check_button.enabled and widget.jobs.last_error is None
 
 
 def test_should_stop_cancels_and_is_not_reported_as_a_crash(monkeypatch):

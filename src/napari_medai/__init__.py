@@ -6,6 +6,7 @@ The top-level API imports lazily, so ``import napari_medai`` (and napari start-u
 - :func:`grade_steatosis` - fatty-liver grade from B-mode ultrasound
 - :func:`segment` - liver and tumour segmentation of CT
 - :class:`CaseLibrary` - nearest-case retrieval
+- :func:`add_to_viewer` - put any result in a napari viewer with the source's geometry
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _LAZY = {
     "load_image": ("napari_medai.io.readers", "load_image"),
     "save_image": ("napari_medai.io.writers", "save_image"),
     "resolve_device": ("napari_medai.runtime.device", "resolve_device"),
+    "add_to_viewer": ("napari_medai.viewer", "add_to_viewer"),
 }
 
 __all__ = ["__version__", "MedaiError", "CancelledError", *_LAZY]  # noqa: PLE0604 - the names of _LAZY

@@ -60,7 +60,10 @@ class JobPanel(QWidget):
         self.bar.setValue(0)
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
+        self.bar.setToolTip("progress of the running job")
+        self.status.setToolTip("what the last job did, or why it failed")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop the running job; nothing is added to the viewer")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         row = QHBoxLayout()
@@ -76,6 +79,8 @@ class JobPanel(QWidget):
         self.worker = None
         self.last_error: Optional[str] = None
         self.last_seconds: Optional[float] = None
+        self.force_sync: Optional[bool] = None  # True/False overrides NAPARI_MEDAI_SYNC (``w(block=True)``)
+        self.last_value: Any = None  # what ``on_result`` returned for the last job (the new layer)
 
     # ---- public --------------------------------------------------------------------------
     @property
@@ -94,12 +99,16 @@ class JobPanel(QWidget):
         title: str = "job",
         on_finished: Optional[Callable[[], None]] = None,
     ):
-        """Start ``job``; ``on_result`` runs on the UI thread with its return value."""
+        """Start ``job``; ``on_result`` runs on the UI thread with its return value.
+
+        In the foreground (``NAPARI_MEDAI_SYNC=1`` or ``force_sync``) this returns what ``on_result``
+        returned (the new layer); in the background it returns the worker."""
         if self.busy:
             notify_info(f"{title}: another job is still running; wait or cancel it")
             return None
         self._stop.clear()
         self.last_error = None
+        self.last_value = None
         self.bar.setRange(0, 0)  # busy until the first progress report
         self.status.setText(f"{title}: running…")
         self.cancel_button.setEnabled(True)
@@ -112,7 +121,7 @@ class JobPanel(QWidget):
             self.last_seconds = time.perf_counter() - started
             self.status.setText(f"{title}: done in {self.last_seconds:.1f} s")
             try:
-                on_result(result)
+                self.last_value = on_result(result)
             except MedaiError as exc:
                 self._fail(title, str(exc))
 
@@ -133,7 +142,7 @@ class JobPanel(QWidget):
             if on_finished:
                 on_finished()
 
-        if sync_mode():
+        if self.force_sync if self.force_sync is not None else sync_mode():
             self.worker = True
             try:
                 result = job(progress, self._stop.is_set)
@@ -142,7 +151,7 @@ class JobPanel(QWidget):
             else:
                 done_ok(result)
             finished()
-            return None
+            return self.last_value
 
         from napari.qt.threading import create_worker
 

@@ -10,21 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
-from .._qt.common import device_combo, image_layers, research_banner
+from .._qt.common import ToolWidget, banner, button, device_box, docs_link, embed, form, layer_box, remember, row, text
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
 
@@ -49,114 +37,76 @@ def current_plane_index(layer, viewer) -> tuple:
     return tuple(int(np.clip(round(float(point[a])), 0, data.shape[a] - 1)) for a in range(nd - 2))
 
 
-class ClaheWidget(QWidget):
+def _is_source(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not layer.name.endswith(PREVIEW_SUFFIX)
+
+
+class ClaheWidget(ToolWidget):
     """CLAHE enhancement: scikit-image semantics, 2-D / per slice / true 3-D."""
 
+    tool = "clahe"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
         self.last_result = None
         self.last_provenance: Optional[dict] = None
-
-        self.layer_box = QComboBox()
-        self.clip = QDoubleSpinBox()
-        self.clip.setRange(0.0, 1.0)
-        self.clip.setDecimals(4)
-        self.clip.setSingleStep(0.005)
-        self.clip.setValue(0.01)
-        self.clip.setToolTip("normalised clip limit; 0 = no clipping (plain adaptive equalisation)")
-        self.kernel = QLineEdit()
-        self.kernel.setPlaceholderText("auto (1/8 of each axis), N or N,N,N")
-        self.nbins = QSpinBox()
-        self.nbins.setRange(2, 65536)
-        self.nbins.setValue(256)
-        self.mode = QComboBox()
-        self.mode.addItems(MODES)
-        self.mode.setToolTip("auto: 2d for images, 3d for volumes; slices: every slice on its own")
-        self.use_window = QCheckBox("window")
-        self.window_lo = QDoubleSpinBox()
-        self.window_hi = QDoubleSpinBox()
-        for box, value in ((self.window_lo, -200.0), (self.window_hi, 250.0)):
-            box.setRange(-1e6, 1e6)
-            box.setDecimals(1)
-            box.setValue(value)
-            box.setEnabled(False)
-        self.use_window.toggled.connect(self.window_lo.setEnabled)
-        self.use_window.toggled.connect(self.window_hi.setEnabled)
-        self.device = device_combo()
-
-        window_row = QHBoxLayout()
-        window_row.addWidget(self.use_window)
-        window_row.addWidget(self.window_lo)
-        window_row.addWidget(self.window_hi)
-        form = QFormLayout()
-        form.addRow("image layer", self.layer_box)
-        form.addRow("clip limit", self.clip)
-        form.addRow("kernel size", self.kernel)
-        form.addRow("bins", self.nbins)
-        form.addRow("mode", self.mode)
-        form.addRow("intensity", window_row)
-        form.addRow("device", self.device)
-
-        self.preview_button = QPushButton("Preview slice")
-        self.preview_button.setToolTip("2-D CLAHE of the slice in view only (fast); Run does the whole layer")
-        self.preview_button.clicked.connect(self.preview)
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.preview_button)
-        buttons.addWidget(self.run_button)
-        self.info = QLabel("")
-        self.info.setWordWrap(True)
-        self.jobs = JobPanel(self)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(research_banner())
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.jobs)
-        layout.addWidget(self.info)
-        layout.addStretch(1)
-
-        self.refresh_layers()
-        events = self.viewer.layers.events
-        events.inserted.connect(self.refresh_layers)
-        events.removed.connect(self.refresh_layers)
-        if hasattr(events, "changed"):
-            events.changed.connect(self.refresh_layers)
+        image = layer_box(napari_viewer, "image", "image layer", _is_source,
+                          tooltip="the image or volume to enhance; follows the selected layer")
+        clip = FloatSpinBox(name="clip_limit", label="clip limit", value=0.01, min=0.0, max=1.0, step=0.005,
+                            tooltip="normalised clip limit (scikit-image); higher = more contrast, 0 = no clipping")
+        clip.native.setDecimals(4)
+        kernel = LineEdit(name="kernel_size", label="kernel size", value="",
+                          tooltip="tile size in pixels: empty = 1/8 of each axis; N, or N,N,N for (z, y, x)")
+        kernel.native.setPlaceholderText("auto (1/8 of each axis), N or N,N,N")
+        nbins = SpinBox(name="nbins", label="bins", value=256, min=2, max=65536,
+                        tooltip="histogram bins per tile (scikit-image nbins)")
+        mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="auto",
+                        tooltip="auto: 2d for images, 3d for volumes; slices: every slice on its own; 3d: true 3-D tiles")
+        use_window = CheckBox(name="use_window", text="window", value=False,
+                              tooltip="clip intensities to [low, high] before equalising (e.g. a CT window in HU)")
+        lo = FloatSpinBox(name="window_low", value=-200.0, min=-1e6, max=1e6, enabled=False,
+                          tooltip="lower end of the intensity window (HU for CT)")
+        hi = FloatSpinBox(name="window_high", value=250.0, min=-1e6, max=1e6, enabled=False,
+                          tooltip="upper end of the intensity window (HU for CT)")
+        use_window.changed.connect(lambda on: (setattr(lo, "enabled", on), setattr(hi, "enabled", on)))
+        self.job_panel = JobPanel()
+        widgets = [
+            banner(),
+            form("options", [image, clip, kernel, nbins, mode, device_box()]),
+            row("window_row", [use_window, lo, hi]),
+            row("buttons", [
+                button("preview_button", "Preview slice", "2-D CLAHE of the slice in view only (fast); Run does "
+                       "the whole layer", self.preview),
+                button("run_button", "Run", "enhance the whole layer in the background; the result is a new "
+                       "layer with the source's geometry", self.run),
+            ]),
+            embed(self.job_panel, "jobs_holder"),
+            text("info", tooltip="what the last run did"),
+            docs_link("clahe.md", "CLAHE"),
+        ]
+        super().__init__(napari_viewer, widgets, name="napari_medai_clahe")
+        self.jobs = self.job_panel
+        remember(self.clip_limit, "clahe.clip_limit")
 
     # ---- layers ------------------------------------------------------------------------------
-    def refresh_layers(self, *_):
-        current = self.layer_box.currentText()
-        names = [l.name for l in image_layers(self.viewer) if not l.name.endswith(PREVIEW_SUFFIX)]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        else:
-            active = getattr(self.viewer.layers.selection, "active", None)
-            if active is not None and active.name in names:
-                self.layer_box.setCurrentText(active.name)
-        self.layer_box.blockSignals(False)
-
     def source_layer(self):
-        name = self.layer_box.currentText()
-        if not name or name not in self.viewer.layers:
+        layer = self.image.value
+        if layer is None or layer not in self.viewer.layers:
             raise MedaiError("open an image first and pick it in 'image layer'")
-        return self.viewer.layers[name]
+        return layer
 
     # ---- parameters ------------------------------------------------------------------------------
     def parameters(self) -> dict:
-        text = self.kernel.text().strip().lower()
-        window = (self.window_lo.value(), self.window_hi.value()) if self.use_window.isChecked() else None
+        kernel = str(self.kernel_size.value).strip().lower()
+        window = (float(self.window_low.value), float(self.window_high.value)) if self.use_window.value else None
         return {
-            "clip_limit": float(self.clip.value()),
-            "kernel_size": None if text in ("", "auto") else text,
-            "nbins": int(self.nbins.value()),
-            "mode": self.mode.currentText(),
+            "clip_limit": float(self.clip_limit.value),
+            "kernel_size": None if kernel in ("", "auto") else kernel,
+            "nbins": int(self.nbins.value),
+            "mode": self.mode.value,
             "window": window,
-            "device": self.device.currentText(),
+            "device": self.device.value,
         }
 
     # ---- actions --------------------------------------------------------------------------------
@@ -196,7 +146,7 @@ class ClaheWidget(QWidget):
         self.viewer.add_image(image, name=name, rgb=bool(layer.rgb), colormap="gray" if not layer.rgb else None,
                               contrast_limits=(0.0, 1.0), metadata=self._metadata(prov), **geometry.layer_kwargs())
         where = f"slice {', '.join(map(str, index))}" if index else "the image"
-        self.info.setText(f"preview of {where}: 2-D CLAHE, kernel {'x'.join(map(str, result.kernel_size))}, "
+        self.info.value = (f"preview of {where}: 2-D CLAHE, kernel {'x'.join(map(str, result.kernel_size))}, "
                           f"{result.seconds * 1000:.0f} ms on {result.device}")
         return self.viewer.layers[name]
 
@@ -244,7 +194,7 @@ class ClaheWidget(QWidget):
             result.image, name=name, rgb=result.rgb, colormap=None if result.rgb else "gray",
             contrast_limits=(0.0, 1.0), metadata=self._metadata(prov), **geometry.layer_kwargs(),
         )
-        self.info.setText(
+        self.info.value = (
             f"{result.mode}, kernel {'x'.join(map(str, result.kernel_size))}, clip {result.clip_limit:g}: "
             f"{result.seconds:.2f} s with {result.backend} on {result.device}"
         )

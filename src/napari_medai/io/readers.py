@@ -42,19 +42,27 @@ class LoadedImage:
         """Shape without the RGB channel axis."""
         return self.data.shape[:-1] if self.rgb else self.data.shape
 
-    def layer_kwargs(self) -> dict:
-        """``scale``, ``translate`` (and ``affine``, ``rgb``) for ``viewer.add_image``."""
+    def layer_kwargs(self, kind: str = "image") -> dict:
+        """Keyword arguments for ``viewer.add_image`` or, with ``kind="labels"``, ``viewer.add_labels``.
+
+        Name, geometry (scale, translate, affine) and provenance; ``napari_medai.add_to_viewer`` is the
+        one-call route.
+        """
         from ..runtime.provenance import attach_provenance
 
+        if kind not in ("image", "labels"):
+            raise MedaiError(f"layer_kwargs(kind={kind!r}): use 'image' or 'labels'")
         name = Path(self.source.rstrip("/")).name
         for suffix in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES):
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
         record = {"source": self.source, "geometry": self.geometry.to_dict(), "modality": self.modality}
-        kwargs = {"name": name, "metadata": attach_provenance({}, record), "rgb": self.rgb}
+        kwargs = {"name": name if kind == "image" else f"{name} labels", "metadata": attach_provenance({}, record)}
         kwargs.update(self.geometry.layer_kwargs())
-        if self.modality == "CT":
-            kwargs["contrast_limits"] = (-200.0, 250.0)  # a liver window; users change it freely
+        if kind == "image":
+            kwargs["rgb"] = self.rgb
+            if self.modality == "CT":
+                kwargs["contrast_limits"] = (-200.0, 250.0)  # a liver window; users change it freely
         return kwargs
 
 

@@ -1,5 +1,6 @@
 """napari widget: open or build a case library, query it with the image / slice / Shapes ROI in view,
-browse the k nearest cases as a thumbnail gallery (click to open a case), see the label vote.
+browse the k nearest cases as a thumbnail gallery (click to open a case), see the label vote, or
+"no close cases in this library" when the query is out of the library's domain.
 
 Thin: the work is :class:`napari_medai.retrieval.library.CaseLibrary`, run through JobPanel.
 """
@@ -11,25 +12,18 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from magicgui.widgets import ComboBox, SpinBox
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QIcon, QImage, QPixmap
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
-from .._qt.common import research_banner
+from .._qt.common import (
+    ToolWidget, banner, button, docs_link, embed, file_edit, form, layer_box, made_by, registered_models, remember, row,
+    text,
+)
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
+from ..runtime.provenance import RESEARCH_NOTICE
 
 MODES = ("current slice / image", "Shapes ROI")
 
@@ -71,58 +65,40 @@ def _icon(thumb: Optional[np.ndarray]) -> QIcon:
     return QIcon(QPixmap.fromImage(img))
 
 
-class RetrievalWidget(QWidget):
+def _is_image(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not made_by(layer, "retrieval")
+
+
+def _is_shapes(layer) -> bool:
+    from napari.layers import Shapes
+
+    return isinstance(layer, Shapes)
+
+
+class RetrievalWidget(ToolWidget):
+    tool = "retrieval"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
         self.library = None
         self.hits: list = []
         self.last_provenance: Optional[dict] = None
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(research_banner())
-
-        # library
-        self.library_label = QLabel("No library loaded.")
-        self.library_label.setWordWrap(True)
-        row = QHBoxLayout()
-        self.open_button = QPushButton("Open library…")
-        self.build_button = QPushButton("Build from folder…")
-        row.addWidget(self.open_button)
-        row.addWidget(self.build_button)
-        self.embedder_combo = QComboBox()
-        self._fill_embedders()
-        layout.addWidget(QLabel("<b>Case library</b>"))
-        layout.addLayout(row)
-        form0 = QFormLayout()
-        form0.addRow("embedder (build)", self.embedder_combo)
-        layout.addLayout(form0)
-        layout.addWidget(self.library_label)
-
-        # query
-        form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.shapes_combo = QComboBox()
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 100)
-        self.k_spin.setValue(10)
-        form.addRow("image", self.image_combo)
-        form.addRow("query with", self.mode_combo)
-        form.addRow("shapes (ROI)", self.shapes_combo)
-        form.addRow("k", self.k_spin)
-        layout.addWidget(QLabel("<b>Query</b>"))
-        layout.addLayout(form)
-        self.query_button = QPushButton("Find similar cases")
-        layout.addWidget(self.query_button)
-        self.jobs = JobPanel(self)
-        layout.addWidget(self.jobs)
-
-        # results
-        self.vote_label = QLabel("")
-        self.vote_label.setWordWrap(True)
-        layout.addWidget(self.vote_label)
+        library_path = file_edit(name="library_path", label="library", mode="r",
+                                filter="Case libraries (*.medlib *.sqlite *.db);;All files (*)",
+                                tooltip="a saved case library (.medlib / .sqlite); the last one is remembered")
+        build_folder = file_edit(name="build_folder", label="build from", mode="d",
+                                tooltip="a folder with one sub-folder per class (or pick a CSV with path,label)")
+        embedder = ComboBox(name="embedder", label="embedder (build)",
+                            choices=registered_models("embedding") + ["raw-pixels"],
+                            tooltip="the network that turns each case into a descriptor when building")
+        image = layer_box(napari_viewer, "image", "image", _is_image,
+                          tooltip="the image to query with (the slice in view of a volume); follows the selected layer")
+        mode = ComboBox(name="mode", label="query with", choices=list(MODES), value=MODES[0],
+                        tooltip="the whole slice/image in view, or the selected (else last) shape of a Shapes layer")
+        shapes = layer_box(napari_viewer, "shapes", "shapes (ROI)", _is_shapes, optional=True, follow=False,
+                           tooltip="the Shapes layer holding the ROI for 'Shapes ROI'")
+        k = SpinBox(name="k", label="k", value=10, min=1, max=100, tooltip="how many nearest cases to show")
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListWidget.IconMode)
         self.gallery.setIconSize(QSize(96, 96))
@@ -130,72 +106,61 @@ class RetrievalWidget(QWidget):
         self.gallery.setMovement(QListWidget.Static)
         self.gallery.setWordWrap(True)
         self.gallery.setSpacing(4)
-        self.gallery.setMinimumHeight(240)
-        layout.addWidget(self.gallery, 1)
-        hint = QLabel("Click a case to open it in the viewer.")
-        hint.setStyleSheet("color: gray;")
-        layout.addWidget(hint)
-
-        self.open_button.clicked.connect(self._open_dialog)
-        self.build_button.clicked.connect(self._build_dialog)
-        self.query_button.clicked.connect(self.run_query)
+        self.gallery.setMinimumHeight(160)
+        self.gallery.setToolTip("the nearest cases, nearest first; click one to open it in the viewer")
+        self.job_panel = JobPanel()
+        widgets = [
+            banner(),
+            form("library_form", [library_path, build_folder, embedder]),
+            row("library_buttons", [
+                button("open_button", "Open library", "load the library file named in 'library'", self.open_library),
+                button("build_button", "Build library", "embed every case in 'build from' and save the library "
+                       "next to it as <folder>.medlib", self.build_from_folder),
+            ]),
+            text("library_text", "No library loaded.", tooltip="the library in use"),
+            form("query_form", [image, mode, shapes, k]),
+            button("query_button", "Find similar cases", "query the library with the image, slice or ROI in view",
+                   self.run_query),
+            embed(self.job_panel, "jobs_holder"),
+            text("vote_text", tooltip="labels of the nearest cases - similar cases, not a diagnosis"),
+            embed(self.gallery, "gallery_holder"),
+            text("hint", "Click a case to open it in the viewer.", tooltip="cases open as new layers"),
+            docs_link("retrieval.md", "Retrieval"),
+        ]
+        super().__init__(napari_viewer, widgets, name="napari_medai_retrieval")
+        self.jobs = self.job_panel
+        remember(self.library_path, "retrieval.last_library")
+        remember(self.embedder, "retrieval.embedder")
         self.gallery.itemClicked.connect(self._item_clicked)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
 
-    # ---- layers ----------------------------------------------------------------------------
-    def _fill_embedders(self):
-        names = []
-        try:
-            from ..runtime.registry import list_models
-
-            names = [c.name for c in list_models(task="embedding")]
-        except MedaiError:
-            pass
-        self.embedder_combo.clear()
-        self.embedder_combo.addItems(names + ["raw-pixels"])
-
-    def _refresh_layers(self, event=None):
-        from napari.layers import Image, Shapes
-
-        for combo, kind in ((self.image_combo, Image), (self.shapes_combo, Shapes)):
-            current = combo.currentText()
-            combo.clear()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif names:
-                combo.setCurrentIndex(len(names) - 1)
-
-    def _layer(self, name: str):
-        if not name or name not in self.viewer.layers:
-            return None
-        return self.viewer.layers[name]
+    def run(self):
+        return self.run_query()
 
     # ---- library -----------------------------------------------------------------------------
-    def _open_dialog(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Open case library", "", "Case libraries (*.medlib *.sqlite *.db);;All files (*)")
-        if path:
-            self.load_library(path)
+    def open_library(self):
+        path = str(self.library_path.value or "").strip()
+        if path in ("", ".") or not Path(path).is_file():
+            self.jobs._fail("Open library", "pick a library file in 'library' first (a .medlib or .sqlite file)")
+            return None
+        return self.load_library(path)
 
-    def _build_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Folder with one sub-folder per class")
-        if not folder:
-            return
-        out, _ = QFileDialog.getSaveFileName(self, "Save the library as", str(Path(folder).with_suffix(".medlib")), "Case libraries (*.medlib)")
-        self.build_library(folder, save_to=out or None)
+    def build_from_folder(self):
+        folder = str(self.build_folder.value or "").strip()
+        if folder in ("", ".") or not Path(folder).exists():
+            self.jobs._fail("Build library", "pick a folder with one sub-folder per class in 'build from' first")
+            return None
+        return self.build_library(folder, save_to=str(Path(folder).with_suffix(".medlib")))
 
     def load_library(self, path):
         from .library import CaseLibrary
 
-        self.jobs.run(lambda progress, should_stop: CaseLibrary.load(path), on_result=self._set_library, title="Open library")
+        return self.jobs.run(lambda progress, should_stop: CaseLibrary.load(path), on_result=self._set_library,
+                             title="Open library")
 
     def build_library(self, source, save_to=None, embedder: Optional[str] = None):
         from .library import CaseLibrary
 
-        name = embedder or self.embedder_combo.currentText() or None
+        name = embedder or self.embedder.value or None
 
         def job(progress, should_stop):
             lib = CaseLibrary.build(source, embedder=name, progress=progress, should_stop=should_stop)
@@ -203,25 +168,28 @@ class RetrievalWidget(QWidget):
                 lib.save(save_to)
             return lib
 
-        self.jobs.run(job, on_result=self._set_library, title="Build library")
+        return self.jobs.run(job, on_result=self._set_library, title="Build library")
 
     def _set_library(self, lib):
         self.library = lib
         s = lib.summary()
         labels = ", ".join(f"{k} {v}" for k, v in sorted(s["labels"].items()))
         where = f" - {s['path']}" if s["path"] else " (not saved)"
-        self.library_label.setText(f"{s['cases']} cases ({labels}); embedder {s['embedder']}{where}")
+        self.library_text.value = f"{s['cases']} cases ({labels}); embedder {s['embedder']}{where}"
+        if s["path"]:
+            self.library_path.value = str(s["path"])  # remembered for the next napari start
+        return lib
 
     # ---- query -------------------------------------------------------------------------------
     def query_inputs(self):
         """(plane, roi, slice index, layer) for the current settings (UI thread)."""
-        layer = self._layer(self.image_combo.currentText())
-        if layer is None:
+        layer = self.image.value
+        if layer is None or layer not in self.viewer.layers:
             raise MedaiError("no image layer to query with; open an image first")
         plane, sl = current_plane(layer, self.viewer)
         roi = None
-        if self.mode_combo.currentText() == MODES[1]:
-            roi = roi_from_shapes(self._layer(self.shapes_combo.currentText()), layer)
+        if self.mode.value == MODES[1]:
+            roi = roi_from_shapes(self.shapes.value, layer)
         return plane, roi, sl, layer
 
     def run_query(self):
@@ -229,13 +197,13 @@ class RetrievalWidget(QWidget):
 
         if self.library is None:
             self.jobs._fail("Query", "no case library; open or build one first")
-            return
+            return None
         try:
             plane, roi, sl, layer = self.query_inputs()
         except MedaiError as exc:
             self.jobs._fail("Query", str(exc))
-            return
-        lib, k = self.library, int(self.k_spin.value())
+            return None
+        lib, k = self.library, int(self.k.value)
 
         def job(progress, should_stop):
             t0 = time.perf_counter()
@@ -254,25 +222,35 @@ class RetrievalWidget(QWidget):
             )
             return hits, prov
 
-        self.jobs.run(job, on_result=self._show_hits, title="Query")
+        return self.jobs.run(job, on_result=self._show_hits, title="Query")
 
     def _show_hits(self, result):
         from .library import vote
 
         hits, prov = result
         self.hits = hits
+        out_of_domain = bool(getattr(hits, "out_of_domain", False))
+        reasons = list(getattr(hits, "reasons", None) or [])
+        prov["parameters"]["out_of_domain"] = out_of_domain
         self.last_provenance = prov
         self.gallery.clear()
         for i, h in enumerate(hits):
-            item = QListWidgetItem(_icon(h.thumbnail), f"{h.rank}. {h.label}\nd={h.distance:.3f}")
+            close = getattr(h, "close", True)
+            item = QListWidgetItem(_icon(h.thumbnail), f"{h.rank}. {h.label}\nd={h.distance:.3f}" + ("" if close else " (far)"))
             item.setData(Qt.UserRole, i)
-            item.setToolTip(f"{h.path}" + (f" (slice {h.slice_index})" if h.slice_index is not None else ""))
+            item.setToolTip(f"{h.path}" + (f" (slice {h.slice_index})" if h.slice_index is not None else "")
+                            + ("" if close else " - not close to the query"))
             self.gallery.addItem(item)
-        votes = vote(hits)
-        self.vote_label.setText(
-            "<b>Label vote:</b> " + ", ".join(f"{lab} {c}/{len(hits)}" for lab, c, _ in votes)
-            + "<br><i>Similar cases, not a diagnosis. Research use only - not a medical device.</i>"
-        )
+        notice = f"<br><i>Similar cases, not a diagnosis. {RESEARCH_NOTICE}</i>"
+        if out_of_domain:
+            why = f" ({'; '.join(reasons)})" if reasons else ""
+            self.vote_text.value = ("<b>No close cases in this library.</b> The query is unlike every case" + why
+                                    + "; the nearest cases below are shown for reference only." + notice)
+        else:
+            votes = vote(hits)
+            self.vote_text.value = ("<b>Label vote:</b> " + ", ".join(f"{lab} {c}/{len(hits)}" for lab, c, _ in votes)
+                                    + notice)
+        return hits
 
     def _item_clicked(self, item):
         self.open_case(int(item.data(Qt.UserRole)))

@@ -1,27 +1,23 @@
-"""napari widget for liver and tumour segmentation: pick a CT layer, a model and a device, run in the
-background (progress + Cancel), get a Labels layer aligned with the source (geometry + provenance).
+"""napari widget for liver and tumour segmentation: pick a CT layer (follows the selected layer), a model
+and a device, run in the background (progress + Cancel), get a Labels layer aligned with the source,
+named and coloured per structure, with per-structure volumes, tumour count, largest tumour diameter and
+the model's plausibility notes.
 
 Re-running on the same image updates the existing result layer through ``data_setitem`` so the change
 can be undone. Thin: the work is :func:`napari_medai.segmentation.core.segment` (torch is imported only
-when a job runs). Research use only, not a medical device.
+when a job runs); what the API refuses, this widget refuses with the same one-line message.
+Research use only, not a medical device.
 """
 
 from __future__ import annotations
 
-
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import ComboBox
 
-from .._qt.common import device_combo, device_note, image_layers, research_banner
+from .._qt.common import (
+    ToolWidget, banner, button, device_box, device_note, docs_link, embed, file_edit, form, layer_box, made_by,
+    registered_models, remember, text,
+)
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
 
@@ -29,84 +25,73 @@ RESULT_SUFFIX = " segmentation"
 DEFAULT_MODEL = "liver-tumor-ct"
 
 
-def _segmentation_models() -> list[str]:
+def _is_ct(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not layer.rgb and not made_by(layer, "segmentation")
+
+
+def describe_model_path(path: str) -> str:
+    """One line about a model file or MONAI bundle folder (its name, version and labels where known)."""
     try:
-        from ..runtime.registry import list_models
+        from .bundle import describe_bundle  # MONAI bundles (#14); absent in older builds
+    except ImportError:
+        return ""
+    try:
+        info = describe_bundle(path)
+    except Exception:  # not a bundle: a TorchScript file or a card folder
+        return ""
+    labels = ", ".join(f"{k} = {v}" for k, v in sorted((info.get("labels") or {}).items()))
+    return f"{info.get('name', '?')} {info.get('version', '')}: {labels}".strip()
 
-        names = [c.name for c in list_models(task="segmentation")]
-    except MedaiError:
-        names = []
-    return [DEFAULT_MODEL] + [n for n in names if n != DEFAULT_MODEL]
 
-
-class SegmentationWidget(QWidget):
+class SegmentationWidget(ToolWidget):
     """Liver (1) and tumour (2) segmentation of CT with the shipped model or a user model."""
 
+    tool = "segmentation"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
         self.last_result = None
         self.last_layer = None
-
-        self.layer_box = QComboBox()
-        self.model_box = QComboBox()
-        self.model_box.setEditable(True)
-        self.model_box.addItems(_segmentation_models())
-        self.model_box.setToolTip("registered model name, a folder with card.json, a TorchScript file or a MONAI bundle")
-        self.browse_button = QPushButton("...")
-        self.browse_button.setToolTip("choose a TorchScript file (.ts/.pt) or a model folder")
-        self.browse_button.clicked.connect(self._browse)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_box, 1)
-        model_row.addWidget(self.browse_button)
-        self.device = device_combo()
-
-        form = QFormLayout()
-        form.addRow("CT layer", self.layer_box)
-        form.addRow("model", model_row)
-        form.addRow("device", self.device)
-
-        self.run_button = QPushButton("Segment liver and tumours")
-        self.run_button.clicked.connect(self.run)
-        self.volumes = QLabel("")
-        self.volumes.setWordWrap(True)  # notes can be long
-        self.jobs = JobPanel(self)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(research_banner())
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.jobs)
-        layout.addWidget(self.volumes)
-        layout.addWidget(device_note(self.device.currentText()))
-        layout.addStretch(1)
-
-        self.refresh_layers()
-        events = self.viewer.layers.events
-        events.inserted.connect(self.refresh_layers)
-        events.removed.connect(self.refresh_layers)
+        self.last_measures: dict = {}
+        image = layer_box(napari_viewer, "image", "CT layer", _is_ct,
+                          tooltip="a CT image or volume in HU; follows the selected layer")
+        model = ComboBox(name="model", label="model", choices=registered_models("segmentation", DEFAULT_MODEL),
+                         tooltip="registered segmentation model (Settings adds a folder with your own)")
+        model_path = file_edit(name="model_path", label="or model file", mode="r", value="",
+                              filter="TorchScript (*.ts *.pt);;All files (*)",
+                              tooltip="optional: a TorchScript file, a card folder or a MONAI bundle folder; "
+                                      "overrides 'model' when set")
+        device = device_box()
+        self.job_panel = JobPanel()
+        widgets = [
+            banner(),
+            form("options", [image, model, model_path, device]),
+            text("model_info", tooltip="what the chosen model file is"),
+            button("run_button", "Segment liver and tumours", "segment the CT layer in the background; the result "
+                   "is a Labels layer aligned with it", self.run),
+            embed(self.job_panel, "jobs_holder"),
+            text("volumes", tooltip="per-structure volumes (ml; areas in cm2 for a slice), model, device and time"),
+            text("measures", tooltip="tumour count and the largest tumour's diameter (voxel centre to centre)"),
+            text("notes", tooltip="plausibility notes from the model: read them before using the result"),
+            device_note(device),
+            docs_link("segmentation.md", "Segmentation"),
+        ]
+        super().__init__(napari_viewer, widgets, name="napari_medai_segmentation")
+        self.jobs = self.job_panel
+        remember(self.model, "segmentation.model")
+        self.model_path.changed.connect(lambda v: setattr(self.model_info, "value", describe_model_path(str(v))))
 
     # ---- layers --------------------------------------------------------------------------------
-    def refresh_layers(self, *_):
-        current = self.layer_box.currentText()
-        names = [l.name for l in image_layers(self.viewer, rgb_ok=False)]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        self.layer_box.blockSignals(False)
-
     def source_layer(self):
-        name = self.layer_box.currentText()
-        if not name or name not in self.viewer.layers:
+        layer = self.image.value
+        if layer is None or layer not in self.viewer.layers:
             raise MedaiError("open a CT image first and pick it in 'CT layer'")
-        return self.viewer.layers[name]
+        return layer
 
-    def _browse(self):  # pragma: no cover - a file dialog
-        path, _ = QFileDialog.getOpenFileName(self, "TorchScript model", "", "TorchScript (*.ts *.pt);;All files (*)")
-        if path:
-            self.model_box.setCurrentText(path)
+    def model_choice(self) -> str:
+        path = str(self.model_path.value or "").strip()
+        return path if path not in ("", ".") else (self.model.value or DEFAULT_MODEL)
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self):
@@ -126,8 +111,8 @@ class SegmentationWidget(QWidget):
             self.jobs._fail("Segmentation", str(exc))
             return None
         affine = geometry.affine_ras() if geometry.ndim == 3 else None
-        model = self.model_box.currentText().strip() or DEFAULT_MODEL
-        device = self.device.currentText()
+        model = self.model_choice()
+        device = self.device.value
 
         def job(progress, should_stop):
             return segment(data, spacing=geometry.spacing, affine=affine, model=model, device=device,
@@ -139,15 +124,14 @@ class SegmentationWidget(QWidget):
     def _show(self, layer, geometry, result):
         from napari.utils.notifications import show_warning
 
-        from ..runtime.provenance import attach_provenance, make_provenance
+        from ..runtime.provenance import attach_provenance
+        from ..viewer import labels_kwargs, segmentation_provenance
+        from .measure import tumour_summary
 
-        prov = make_provenance(
-            "segmentation", parameters=result.parameters(), device=result.device, seconds=result.seconds,
-            model=result.model if hasattr(result.model, "sha256") else None, input_shape=result.labels.shape,
-            geometry=geometry, source=layer.name,
-            extra={"volumes_ml": result.volumes_ml, "areas_cm2": result.areas_cm2,
-                   "labels": {str(k): v for k, v in result.names.items()}, "notes": list(result.notes)},
-        )
+        measures = tumour_summary(result.labels, result.names, geometry.spacing)
+        prov = segmentation_provenance(result, geometry, layer.name)
+        prov["measures"] = measures
+        styling = labels_kwargs(result.names, result.volumes_ml, result.areas_cm2)
         name = layer.name + RESULT_SUFFIX
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         if existing is not None and tuple(existing.data.shape) == tuple(result.labels.shape):
@@ -156,14 +140,30 @@ class SegmentationWidget(QWidget):
             if len(changed[0]):
                 existing.data_setitem(changed, result.labels[changed])  # one undoable edit
             existing.metadata = attach_provenance(existing.metadata, prov)
+            for key, value in styling.items():
+                setattr(existing, key, value)
             out = existing
         else:
             if existing is not None:
                 self.viewer.layers.remove(existing)
             out = self.viewer.add_labels(result.labels, name=name, metadata=attach_provenance({}, prov),
-                                         **geometry.layer_kwargs())
-        self.last_result, self.last_layer = result, out
-        self.volumes.setText(result.summary() + "".join(f"\nNote: {note}" for note in result.notes))
+                                         **styling, **geometry.layer_kwargs())
+        self.last_result, self.last_layer, self.last_measures = result, out, measures
+        self.volumes.value = self._structures_text(result)
+        if measures["tumour_count"] is None:
+            self.measures.value = ""
+        else:
+            self.measures.value = (f"tumours: {measures['tumour_count']}; largest diameter "
+                                   f"{measures['largest_tumour_mm']:.1f} mm")
+        self.notes.value = "".join(f"Note: {note}\n" for note in result.notes).rstrip()
         for note in result.notes:
             show_warning(f"Segmentation: {note}")
         return out
+
+    @staticmethod
+    def _structures_text(result) -> str:
+        if result.volumes_ml:
+            parts = [f"{k}: {v:.1f} ml" for k, v in result.volumes_ml.items()]
+        else:
+            parts = [f"{k}: {v:.2f} cm2" for k, v in result.areas_cm2.items()]
+        return ("\n".join(parts) + f"\n({result.model_name} on {result.device}, {result.seconds:.1f} s)")

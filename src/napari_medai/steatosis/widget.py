@@ -1,6 +1,7 @@
 """napari widget for fatty-liver grading: image + liver ROI (+ optional kidney-cortex ROI) from Shapes
-layers -> grade, probabilities (bar chart), hepatorenal index, and an occlusion heat map layer aligned
-with the source. A stack of frames is graded frame by frame with a patient-level summary.
+layers, or an automatic ROI on request -> grade (marked uncertain when it is), probabilities (bars),
+hepatorenal index, and an occlusion heat map layer with a colour bar, aligned with the source. An
+automatic ROI is drawn as an editable Shapes layer. A stack is graded frame by frame with a summary.
 
 Thin: the work is :func:`napari_medai.steatosis.core.grade_steatosis` (torch only inside the job).
 Research use only, not a medical device.
@@ -11,23 +12,17 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QGridLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, ComboBox, ProgressBar
 
-from .._qt.common import device_combo, device_note, image_layers, research_banner
+from .._qt.common import (
+    ToolWidget, banner, button, device_box, device_note, docs_link, embed, form, layer_box, made_by, registered_models,
+    remember, row, text,
+)
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
 
-NONE = "(none)"
+AUTO_LAYER = "liver ROI (automatic)"
+HEAT_SUFFIX = " steatosis heat map"
 LIVER_LAYER = "liver ROI"
 KIDNEY_LAYER = "kidney ROI"
 LABELS = ("S0 normal", "S1 mild", "S2 moderate", "S3 severe")
@@ -62,100 +57,87 @@ def shape_roi(shapes_layer, image_layer, frame_shape):
     return polygon2mask(frame_shape, rc)
 
 
-class SteatosisWidget(QWidget):
+def _is_image(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not made_by(layer, "steatosis")
+
+
+def _is_shapes(layer) -> bool:
+    from napari.layers import Shapes
+
+    return isinstance(layer, Shapes)
+
+
+def _supports_auto_roi() -> bool:
+    import inspect
+
+    from . import core
+
+    return "auto_roi" in inspect.signature(core.grade_steatosis).parameters
+
+
+class SteatosisWidget(ToolWidget):
     """Fatty-liver grade (S0-S3) from a liver ROI, optionally with a kidney-cortex ROI."""
 
+    tool = "steatosis"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        from . import core
+
         self.last_result = None
-        self.last_results = []
+        self.last_results: list = []
         self.last_provenance: Optional[dict] = None
-
-        self.image_box = QComboBox()
-        self.liver_box = QComboBox()
-        self.kidney_box = QComboBox()
-        self.model = QLineEdit("steatosis-default")
-        self.model.setToolTip("registered model name or a folder with card.json")
-        self.device = device_combo()
-        form = QFormLayout()
-        form.addRow("image", self.image_box)
-        form.addRow("liver ROI (shapes)", self.liver_box)
-        form.addRow("kidney ROI (optional)", self.kidney_box)
-        form.addRow("model", self.model)
-        form.addRow("device", self.device)
-
-        self.draw_button = QPushButton("Add ROI layers")
-        self.draw_button.setToolTip("create 'liver ROI' and 'kidney ROI' Shapes layers and start drawing a rectangle")
-        self.draw_button.clicked.connect(self.create_roi_layers)
-        self.run_button = QPushButton("Grade")
-        self.run_button.clicked.connect(self.run)
-        self.jobs = JobPanel(self)
-
-        self.grade_label = QLabel("grade: -")
-        self.index_label = QLabel("hepatorenal index: -")
-        self.bars = []
-        grid = QGridLayout()
-        for i, name in enumerate(LABELS):
-            bar = QProgressBar()
-            bar.setRange(0, 1000)
-            bar.setFormat(f"{name}: %p%")
-            grid.addWidget(bar, i, 0)
-            self.bars.append(bar)
-        self.info = QLabel("")
-        self.info.setWordWrap(True)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(research_banner())
-        layout.addLayout(form)
-        layout.addWidget(self.draw_button)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.jobs)
-        layout.addWidget(self.grade_label)
-        layout.addLayout(grid)
-        layout.addWidget(self.index_label)
-        layout.addWidget(self.info)
-        layout.addWidget(device_note())
-        layout.addStretch(1)
-
-        self.refresh_layers()
-        events = self.viewer.layers.events
-        events.inserted.connect(self.refresh_layers)
-        events.removed.connect(self.refresh_layers)
+        self.last_roi_layer = None
+        image = layer_box(napari_viewer, "image", "image", _is_image,
+                          tooltip="the B-mode frame (or a stack of frames) to grade; follows the selected layer")
+        liver = layer_box(napari_viewer, "liver_roi", "liver ROI", _is_shapes, optional=True, follow=False,
+                          tooltip="Shapes layer whose last shape outlines liver parenchyma (away from vessels)")
+        kidney = layer_box(napari_viewer, "kidney_roi", "kidney ROI", _is_shapes, optional=True, follow=False,
+                           tooltip="optional Shapes layer on the right kidney cortex: adds the hepatorenal index")
+        auto = CheckBox(name="auto_roi", text="place the liver ROI automatically", value=False,
+                        tooltip="without a drawn liver ROI, let the model place one (marked uncertain); it is drawn "
+                                "as an editable 'liver ROI (automatic)' layer")
+        model = ComboBox(name="model", label="model", choices=registered_models("steatosis", core.DEFAULT_MODEL),
+                         tooltip="registered steatosis model (Settings adds a folder with your own)")
+        device = device_box()
+        bars = [ProgressBar(name=f"p_s{i}", label=name, min=0, max=1000, value=0,
+                            tooltip=f"probability of {name} (averaged over the frames of a stack)")
+                for i, name in enumerate(LABELS)]
+        self.job_panel = JobPanel()
+        widgets = [
+            banner(),
+            form("options", [image, liver, kidney, model, device]),
+            auto,
+            row("buttons", [
+                button("roi_button", "Add ROI layers", "create 'liver ROI' and 'kidney ROI' Shapes layers and start "
+                       "drawing a rectangle", self.create_roi_layers),
+                button("run_button", "Grade", "grade the image in the background from the liver ROI", self.run),
+            ]),
+            embed(self.job_panel, "jobs_holder"),
+            text("grade_text", "grade: -", tooltip="the grade, or the patient summary of a stack"),
+            text("uncertain_text", tooltip="why the grade is uncertain, when it is"),
+            form("probabilities", bars),
+            text("index_text", "hepatorenal index: -", tooltip="mean liver / mean kidney-cortex grey level"),
+            text("info", tooltip="warnings from the grader"),
+            text("heatmap_text", tooltip="what the heat map shows"),
+            device_note(device),
+            docs_link("steatosis.md", "Fatty-liver grading"),
+        ]
+        super().__init__(napari_viewer, widgets, name="napari_medai_steatosis")
+        self.jobs = self.job_panel
+        self.bars = bars
+        remember(self.model, "steatosis.model")
 
     # ---- layers ------------------------------------------------------------------------------
-    def _fill(self, box, names, prefer=None, none=False):
-        current = box.currentText()
-        box.blockSignals(True)
-        box.clear()
-        if none:
-            box.addItem(NONE)
-        box.addItems(names)
-        if current in names or (none and current == NONE):
-            box.setCurrentText(current)
-        elif prefer in names:
-            box.setCurrentText(prefer)
-        box.blockSignals(False)
-
-    def refresh_layers(self, *_):
-        from napari.layers import Shapes
-
-        images = [l.name for l in image_layers(self.viewer) if not l.name.endswith(" steatosis heat map")]
-        shapes = [l.name for l in self.viewer.layers if isinstance(l, Shapes)]
-        self._fill(self.image_box, images)
-        self._fill(self.liver_box, shapes, prefer=LIVER_LAYER, none=True)
-        self._fill(self.kidney_box, shapes, prefer=KIDNEY_LAYER, none=True)
-        if self.kidney_box.currentText() == self.liver_box.currentText() and KIDNEY_LAYER not in shapes:
-            self.kidney_box.setCurrentText(NONE)
-
     def create_roi_layers(self):
         """Shapes layers for the liver (yellow) and kidney cortex (cyan) ROIs, liver active in rectangle mode."""
-        image = self._layer(self.image_box.currentText())
+        image = self.image.value
         kwargs = {}
-        if image is not None:
+        if image is not None and image.ndim == 2:
             from ..io.geometry import Geometry
 
-            kwargs = Geometry.from_layer(image).layer_kwargs() if image.ndim == 2 else {}
+            kwargs = Geometry.from_layer(image).layer_kwargs()
         if KIDNEY_LAYER not in self.viewer.layers:
             self.viewer.add_shapes(name=KIDNEY_LAYER, edge_color="cyan", face_color="transparent", edge_width=2, **kwargs)
         if LIVER_LAYER not in self.viewer.layers:
@@ -166,46 +148,46 @@ class SteatosisWidget(QWidget):
             liver.mode = "add_rectangle"
         except Exception:  # pragma: no cover
             pass
-        self.refresh_layers()
-        self.liver_box.setCurrentText(LIVER_LAYER)
-        self.kidney_box.setCurrentText(KIDNEY_LAYER)
-        self.info.setText("draw a rectangle or polygon in liver parenchyma (away from vessels) on 'liver ROI', "
-                          "optionally one in the right kidney cortex on 'kidney ROI', then Grade")
+        self.reset_choices()
+        self.liver_roi.value = liver
+        self.kidney_roi.value = self.viewer.layers[KIDNEY_LAYER]
+        if image is not None:
+            self.image.value = image
+        self.info.value = ("draw a rectangle or polygon in liver parenchyma (away from vessels) on 'liver ROI', "
+                           "optionally one in the right kidney cortex on 'kidney ROI', then Grade")
         return liver
 
-    def _layer(self, name):
-        return self.viewer.layers[name] if name and name != NONE and name in self.viewer.layers else None
-
     # ---- run ----------------------------------------------------------------------------------
-    def run(self):
-        return self.grade()
-
     def _inputs(self):
-        image = self._layer(self.image_box.currentText())
-        if image is None:
+        image = self.image.value
+        if image is None or image not in self.viewer.layers:
             raise MedaiError("open a B-mode image first and pick it in 'image'")
         data = image.data[0] if getattr(image, "multiscale", False) else image.data
         data = np.asarray(data)
         rgb = bool(image.rgb)
         frame_shape = data.shape[-3:-1] if rgb else data.shape[-2:]
-        liver = shape_roi(self._layer(self.liver_box.currentText()), image, frame_shape)
-        kidney = shape_roi(self._layer(self.kidney_box.currentText()), image, frame_shape)
+        liver = shape_roi(self.liver_roi.value, image, frame_shape)
+        kidney = shape_roi(self.kidney_roi.value, image, frame_shape)
         return image, data, rgb, liver, kidney
 
-    def grade(self):
+    def run(self):
         """Grade the chosen image (every frame of a stack) in the background; results come back here."""
-        from .core import grade_steatosis
+        from . import core
 
         try:
             image, data, rgb, liver, kidney = self._inputs()
+            auto = bool(self.auto_roi.value) and liver is None
+            if liver is None and not auto:
+                raise MedaiError("no liver ROI: draw one on a Shapes layer (Add ROI layers) and pick it in "
+                                 "'liver ROI', or tick 'place the liver ROI automatically'")
+            if auto and not _supports_auto_roi():
+                raise MedaiError("automatic ROI placement is not in this build; draw a liver ROI")
         except MedaiError as exc:
             self.jobs._fail("Steatosis", str(exc))
             return None
-        if liver is None:
-            self.info.setText("no liver ROI: the whole sector is graded. Draw a liver ROI for a reliable grade "
-                              "(Add ROI layers).")
-        model = self.model.text().strip() or None
-        device = self.device.currentText()
+        extra = {"auto_roi": True} if auto else {}
+        model = self.model.value or None
+        device = self.device.value
         frames = [data] if data.ndim == (3 if rgb else 2) else [data[i] for i in range(data.shape[0])]
 
         def job(progress, should_stop):
@@ -213,53 +195,101 @@ class SteatosisWidget(QWidget):
             for i, f in enumerate(frames):
                 def sub(j, n, i=i):
                     progress(i * 100 + int(100 * j / max(n, 1)), 100 * len(frames))
-                out.append(grade_steatosis(f, roi=liver, kidney_roi=kidney, model=model, device=device,
-                                           progress=sub, should_stop=should_stop))
+                out.append(core.grade_steatosis(f, roi=liver, kidney_roi=kidney, model=model, device=device,
+                                           progress=sub, should_stop=should_stop, **extra))
             return out
 
         return self.jobs.run(job, on_result=lambda results: self._show(image, results, liver, kidney), title="Steatosis")
+
+    def grade(self):
+        return self.run()
 
     # ---- results ------------------------------------------------------------------------------
     def _show(self, image, results, liver, kidney):
         from ..io.geometry import Geometry
         from ..runtime.provenance import attach_provenance, make_provenance
         from ..runtime.registry import resolve_model
+        from ..viewer import HEATMAP_UNITS, heatmap_kwargs, show_colorbar
 
         self.last_results = results
         probs = np.mean([r.probabilities for r in results], axis=0)
         grade = int(np.argmax(probs))
         self.last_result = results[0] if len(results) == 1 else None
         for bar, p in zip(self.bars, probs):
-            bar.setValue(int(round(1000 * float(p))))
+            bar.value = int(round(1000 * float(p)))
+        uncertain = [i for i, r in enumerate(results) if getattr(r, "uncertain", False)]
+        flag = " - uncertain" if uncertain else ""
         if len(results) == 1:
-            self.grade_label.setText(f"<b>grade: {results[0].label}</b>")
+            self.grade_text.value = f"<b>grade: {results[0].label}{flag}</b>"
         else:
-            per = ", ".join(f"{i}: S{r.grade}" for i, r in enumerate(results))
-            self.grade_label.setText(f"<b>patient summary ({len(results)} frames): {LABELS[grade]}</b><br>per frame: {per}")
+            per = ", ".join(f"{i}: S{r.grade}{'?' if i in uncertain else ''}" for i, r in enumerate(results))
+            self.grade_text.value = (f"<b>patient summary ({len(results)} frames): {LABELS[grade]}{flag}</b>"
+                                     f"<br>per frame: {per}")
+        reasons = sorted({why for r in results for why in (getattr(r, "uncertain_reasons", None) or [])})
+        self.uncertain_text.value = ("<b>Uncertain:</b> " + "; ".join(reasons or ["see the warnings below"])
+                                     if uncertain else "")
         hri = [r.hepatorenal_index for r in results if r.hepatorenal_index is not None]
-        self.index_label.setText(f"hepatorenal index: {np.mean(hri):.3f}" if hri else
+        self.index_text.value = (f"hepatorenal index: {np.mean(hri):.3f}" if hri else
                                  "hepatorenal index: - (draw a kidney-cortex ROI)")
         warnings = sorted({w for r in results for w in r.warnings})
-        self.info.setText("\n".join(warnings))
+        self.info.value = "\n".join(warnings)
         heat = results[0].heatmap if len(results) == 1 else np.stack([r.heatmap for r in results])
         try:
             card = resolve_model(results[0].model, task="steatosis")
         except MedaiError:
             card = None
+        sources = sorted({getattr(r, "roi_source", "user") for r in results})
         params = {"roi": list(results[0].roi) if results[0].roi else ("mask" if liver is not None else None),
+                  "roi_source": sources[0] if len(sources) == 1 else sources,
                   "kidney_roi": list(results[0].kidney_roi) if results[0].kidney_roi else None,
                   "grade": grade, "probabilities": [float(p) for p in probs],
+                  "uncertain": bool(uncertain), "uncertain_reasons": reasons,
                   "hepatorenal_index": float(np.mean(hri)) if hri else None}
         geometry = Geometry.from_layer(image)
         prov = make_provenance("steatosis", parameters=params, device=results[0].device,
                                seconds=float(sum(r.seconds for r in results)), model=card,
-                               input_shape=np.shape(image.data), geometry=geometry, source=image.name)
+                               input_shape=np.shape(image.data), geometry=geometry, source=image.name,
+                               extra={"heatmap_units": HEATMAP_UNITS})
         self.last_provenance = prov
-        name = image.name + " steatosis heat map"
+        name = image.name + HEAT_SUFFIX
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        vmax = float(heat.max()) if heat.max() > 0 else 1.0
-        layer = self.viewer.add_image(heat, name=name, colormap="inferno", opacity=0.5, blending="additive",
-                                      contrast_limits=(0.0, vmax), metadata=attach_provenance({}, prov),
-                                      **geometry.layer_kwargs())
+        layer = self.viewer.add_image(heat, name=name, metadata=attach_provenance({}, prov),
+                                      **heatmap_kwargs(heat), **geometry.layer_kwargs())
+        show_colorbar(layer)
+        self.heatmap_text.value = (f"Heat map (colour bar, 0-{layer.contrast_limits[1]:.3f}): {HEATMAP_UNITS}; "
+                                   "zero outside the ROI.")
+        if "auto" in sources:
+            self._draw_auto_roi(image, results, geometry, prov)
+        return layer
+
+    def _draw_auto_roi(self, image, results, geometry, prov):
+        """The ROI the grader placed, as an editable Shapes layer picked as the liver ROI for a re-grade."""
+        from ..runtime.provenance import attach_provenance
+        from ..viewer import roi_rectangle
+
+        shapes = []
+        for i, r in enumerate(results):
+            if r.roi is None:
+                continue
+            corners = roi_rectangle(r.roi)
+            if len(results) > 1:
+                corners = np.column_stack([np.full(4, float(i)), corners])
+            shapes.append(corners)
+        if not shapes:
+            return None
+        if AUTO_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(AUTO_LAYER)
+        kwargs = geometry.layer_kwargs() if image.ndim == shapes[0].shape[1] else {}
+        layer = self.viewer.add_shapes(shapes, shape_type="rectangle", name=AUTO_LAYER, edge_color="yellow",
+                                       face_color="transparent", edge_width=2,
+                                       metadata=attach_provenance({}, prov), **kwargs)
+        self.last_roi_layer = layer
+        self.reset_choices()
+        self.liver_roi.value = layer
+        self.auto_roi.value = False
+        self.info.value = (self.info.value + "\n" if self.info.value else "") + (
+            "The automatic liver ROI is drawn as 'liver ROI (automatic)' and picked as the liver ROI: move or "
+            "resize it, then Grade again.")
+        self.viewer.layers.selection.active = image
         return layer
