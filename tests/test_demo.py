@@ -28,6 +28,9 @@ def test_headless_demo_runs_every_tool(tmp_path, make_napari_viewer):
     assert json.loads((out / "report.json").read_text())["tools"]["segmentation"]["status"] == "ok"
     shots = report["screenshots"]
     assert "screenshot_viewer_with_widgets.png" in shots
+    # every widget, docked and run on its sample (the user guide shows these)
+    for tool in ("settings", "clahe", "steatosis", "segmentation", "retrieval"):
+        assert f"screenshot_{tool}.png" in shots, shots
     import imageio.v3 as iio
 
     image = iio.imread(out / "screenshot_viewer_with_widgets.png")

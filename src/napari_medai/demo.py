@@ -140,38 +140,111 @@ def _tool_available(package: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- headless
+WINDOW = (1280, 800)
+
+
+def _widget_shot_steps(out: Path) -> list:
+    """(file stem, widget display name, setup(viewer, widget) that loads the sample and runs the tool)."""
+    import napari_medai as nm
+
+    from .io.readers import load_image
+    from .sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI, BRAIN_MRI, CT_VOLUME
+    from .viewer import roi_rectangle
+
+    def settings(viewer, w):
+        nm.add_to_viewer(viewer, load_image(CT_VOLUME))
+
+    def clahe(viewer, w):
+        nm.add_to_viewer(viewer, load_image(BMODE_FRAME), name="B-mode liver")
+        w.clip_limit.value = 0.01
+        w(block=True)
+        viewer.layers[0].visible = False
+
+    def steatosis(viewer, w):
+        image = nm.add_to_viewer(viewer, load_image(BMODE_FRAME), name="B-mode liver")
+        w.create_roi_layers()
+        viewer.layers["liver ROI"].add_rectangles(roi_rectangle(BMODE_LIVER_ROI))
+        viewer.layers["kidney ROI"].add_rectangles(roi_rectangle(BMODE_KIDNEY_ROI))
+        w.image.value = image
+        w(block=True)
+
+    def segmentation(viewer, w):
+        ct = nm.add_to_viewer(viewer, load_image(CT_VOLUME), name="abdominal CT")
+        w.image.value = ct
+        w(block=True)
+        labels = viewer.layers[-1]
+        z = int(np.argmax((np.asarray(labels.data) > 0).sum(axis=(1, 2))))  # the slice with the most liver
+        viewer.dims.set_point(0, float(ct.data_to_world([z, 0, 0])[0]))
+
+    def retrieval(viewer, w):
+        nm.add_to_viewer(viewer, load_image(BRAIN_MRI[0]), name="query: brain MRI")
+        w.library_path.value = str(out / "brain_library.sqlite")
+        w.open_library()
+        w.k.value = 3
+        w(block=True)
+
+    return [("settings", "Settings", settings), ("clahe", "CLAHE enhancement", clahe),
+            ("steatosis", "Fatty-liver grading", steatosis),
+            ("segmentation", "Liver and tumour segmentation", segmentation),
+            ("retrieval", "Nearest-case retrieval", retrieval)]
+
+
+def _settle(viewer) -> None:
+    """Lay out a hidden window before its screenshot: its docks keep their first (default) width until
+    the window is rendered once."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window._qt_window.grab()
+    QApplication.processEvents()
+
+
 def _screenshots(out: Path, shots: list) -> list[str]:
-    """Render each result in an (offscreen) napari viewer with the plugin's widgets docked."""
+    """Every widget docked in a 1280x800 (offscreen) napari window, run on its sample, and the window
+    with all widgets docked. ``shots`` (layers only) is kept for callers that render results alone."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return []
     import napari
 
     written = []
-    viewer = napari.Viewer(show=False)
-    viewer.window._qt_window.resize(1400, 900)
+    previous = os.environ.get("NAPARI_MEDAI_SYNC")
+    os.environ["NAPARI_MEDAI_SYNC"] = "1"  # each tool runs in the foreground so the shot shows its result
     try:
-        for name, layers in shots:
-            viewer.layers.clear()
-            for data, kwargs, kind in layers:
-                if kind == "shapes":
-                    viewer.add_shapes(kwargs.pop("data"), **kwargs)
-                else:
-                    getattr(viewer, f"add_{kind}")(data, **kwargs)
-            viewer.reset_view()
-            path = out / f"screenshot_{name}.png"
-            viewer.screenshot(str(path), canvas_only=False)  # a hidden window's bare canvas renders black
+        for stem, widget_name, setup in _widget_shot_steps(out):
+            if stem == "retrieval" and not (out / "brain_library.sqlite").exists():
+                continue
+            viewer = napari.Viewer(show=False)
+            try:
+                viewer.window._qt_window.resize(*WINDOW)
+                _, widget = viewer.window.add_plugin_dock_widget("napari-medai", widget_name)
+                setup(viewer, widget)
+                if stem != "segmentation":
+                    viewer.reset_view()
+                _settle(viewer)
+                path = out / f"screenshot_{stem}.png"
+                # Never show() the window: under Xvfb + Mesa a shown canvas hits GL_INVALID_VALUE; napari
+                # renders hidden windows for screenshots (the bare canvas of a hidden window is black).
+                viewer.screenshot(str(path), canvas_only=False)
+                written.append(path.name)
+            except Exception as exc:  # one failing shot must not hide the others
+                print(f"warning: screenshot of {widget_name!r} failed: {type(exc).__name__}: {exc}")
+            finally:
+                viewer.close()
+        viewer = napari.Viewer(show=False)
+        try:
+            viewer.window._qt_window.resize(*WINDOW)
+            _dock_all(viewer)
+            viewer.open_sample("napari-medai", "abdomen_ct")
+            _settle(viewer)
+            path = out / "screenshot_viewer_with_widgets.png"
+            viewer.screenshot(str(path), canvas_only=False)
             written.append(path.name)
-        # Never show() the window here: under Xvfb + Mesa a shown canvas hits GL_INVALID_VALUE;
-        # napari renders hidden windows for screenshots just fine.
-        viewer.layers.clear()
-        viewer.window._qt_window.resize(1900, 1000)
-        _dock_all(viewer)
-        viewer.open_sample("napari-medai", "abdomen_ct")
-        path = out / "screenshot_viewer_with_widgets.png"
-        viewer.screenshot(str(path), canvas_only=False)
-        written.append(path.name)
+        finally:
+            viewer.close()
     finally:
-        viewer.close()
+        if previous is None:
+            os.environ.pop("NAPARI_MEDAI_SYNC", None)
+        else:
+            os.environ["NAPARI_MEDAI_SYNC"] = previous
     return written
 
 

@@ -22,9 +22,18 @@ DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
 
 
 # ---------------------------------------------------------------------------------------- pieces
-def banner() -> Label:
-    label = Label(name="notice", value=f"<b>{RESEARCH_NOTICE}</b>", tooltip="Results are for research, not diagnosis")
+def _wrap(label: Label) -> Label:
+    """Word-wrap a label and let it take the dock's full width (else Qt wraps it at a third of it)."""
+    from qtpy.QtWidgets import QSizePolicy
+
     label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+    return label
+
+
+def banner() -> Label:
+    label = _wrap(Label(name="notice", value=f"<b>{RESEARCH_NOTICE}</b>",
+                        tooltip="Results are for research, not diagnosis"))
     label.native.setStyleSheet("color: #e8a33d;")
     return label
 
@@ -44,9 +53,7 @@ def docs_link(page: str, title: str = "Help") -> Label:
 
 def text(name: str, value: str = "", tooltip: str = "") -> Label:
     """A read-only, word-wrapped line of results or notes."""
-    label = Label(name=name, value=value, tooltip=tooltip or None)
-    label.native.setWordWrap(True)
-    return label
+    return _wrap(Label(name=name, value=value, tooltip=tooltip or None))
 
 
 def embed(qwidget, name: str) -> Container:
@@ -131,12 +138,17 @@ class ToolWidget(Container):
 
     def __init__(self, napari_viewer, widgets: Iterable[Widget], **kwargs):
         super().__init__(widgets=list(widgets), labels=False, scrollable=True, **kwargs)
+        self.native.widget().layout().addStretch(1)  # controls stay at the top of a tall dock
         self.viewer = napari_viewer
         self._boxes = [w for w in _walk(self) if getattr(w, "_medai_fits", None) is not None]
         events = napari_viewer.layers.events
         events.inserted.connect(self._refresh)
         events.removed.connect(self._refresh)
         napari_viewer.layers.selection.events.active.connect(self._follow_active)
+        if self.tool != "settings":
+            from .._napari import first_use_hint
+
+            first_use_hint()  # once per session: how to make NIfTI/DICOM open with this plugin
 
     @property
     def native(self):

@@ -257,7 +257,7 @@ class SteatosisWidget(ToolWidget):
         layer = self.viewer.add_image(heat, name=name, metadata=attach_provenance({}, prov),
                                       **heatmap_kwargs(heat), **geometry.layer_kwargs())
         show_colorbar(layer)
-        self.heatmap_text.value = (f"Heat map (colour bar, 0-{layer.contrast_limits[1]:.3f}): {HEATMAP_UNITS}; "
+        self.heatmap_text.value = (f"Heat map (colour bar, 0 to {layer.contrast_limits[1]:.2g}): {HEATMAP_UNITS}; "
                                    "zero outside the ROI.")
         if "auto" in sources:
             self._draw_auto_roi(image, results, geometry, prov)
