@@ -117,3 +117,19 @@ def test_scripted_from_the_dock_and_clip_limit_remembered(make_napari_viewer):
     assert w.image.value is other
     viewer.layers.selection.active = layer
     assert w.image.value is layer
+
+
+def test_button_runs_in_a_worker_thread(make_napari_viewer, qtbot, monkeypatch):
+    """Off the UI thread (the real path): w() returns the worker; the layer arrives when it returns."""
+    monkeypatch.setenv("NAPARI_MEDAI_SYNC", "0")
+    viewer = make_napari_viewer()
+    frame = load_image(BMODE_FRAME).data
+    viewer.add_image(frame, name="bmode")
+    _, w = viewer.window.add_plugin_dock_widget("napari-medai", "CLAHE enhancement")
+    worker = w()
+    assert worker is not None and w.jobs.busy
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: "bmode CLAHE" in viewer.layers, timeout=10000)
+    np.testing.assert_allclose(viewer.layers["bmode CLAHE"].data, clahe(frame), atol=1e-6)
+    assert not w.jobs.busy

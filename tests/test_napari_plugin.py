@@ -147,3 +147,41 @@ def test_dicom_folder_opens_in_viewer(shared_data, make_napari_viewer):
     [layer] = viewer.open(str(shared_data / "ct/totalseg-example/example_ct_dicom"), plugin="napari-medai")
     np.testing.assert_allclose(layer.scale, (2.0, 0.9765625, 0.9765625))
     assert layer.data.min() == -1024
+
+
+def test_settings_remembers_the_device_and_runs_the_machine_check(make_napari_viewer, monkeypatch):
+    import sys
+    import types
+
+    from napari_medai._qt.prefs import get_pref
+    from napari_medai._qt.settings import SettingsWidget
+    from napari_medai.runtime.settings import get_settings
+
+    calls = []
+
+    class Report:
+        ok = True
+
+        def format_table(self):
+            return "check   result\nclahe   ok"
+
+    def run_selftest(device="auto", *, progress=None, should_stop=None):
+        calls.append(device)
+        progress(1, 1)
+        return Report()
+
+    # the machine check's API (runtime.selftest, #18); a stand-in keeps this test about the widget
+    monkeypatch.setitem(sys.modules, "napari_medai.runtime.selftest", types.SimpleNamespace(run_selftest=run_selftest))
+    viewer = make_napari_viewer()
+    first = SettingsWidget(viewer)
+    try:
+        first.device.value = "cpu"
+        assert get_pref("device") == "cpu" and get_settings().device == "cpu"
+        again = SettingsWidget(viewer)  # as at the next napari start: the choice comes back
+        assert again.device.value == "cpu"
+        _, clahe = viewer.window.add_plugin_dock_widget("napari-medai", "CLAHE enhancement")
+        assert clahe.device.value == "cpu"
+        again.check_button.clicked.emit()
+        assert calls == ["cpu"] and "clahe   ok" in again.report.value
+    finally:
+        get_settings().device = "auto"
