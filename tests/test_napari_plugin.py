@@ -161,6 +161,7 @@ def test_settings_remembers_the_device_and_runs_the_machine_check(make_napari_vi
 
     class Report:
         ok = True
+        failures: list = []
 
         def format_table(self):
             return "check   result\nclahe   ok"
@@ -182,6 +183,7 @@ def test_settings_remembers_the_device_and_runs_the_machine_check(make_napari_vi
         _, clahe = viewer.window.add_plugin_dock_widget("napari-medai", "CLAHE enhancement")
         assert clahe.device.value == "cpu"
         again.check_button.clicked.emit()
-        assert calls == ["cpu"] and "clahe   ok" in again.report.value
+        assert calls == ["cpu"] and "clahe   ok" in again.selftest_table.toPlainText()
+        assert again.check_button.enabled and again.selftest_report.ok
     finally:
         get_settings().device = "auto"
