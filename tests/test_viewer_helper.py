@@ -25,7 +25,7 @@ def test_readme_python_route_lands_aligned(make_napari_viewer, tmp_path):
     ct_path = tmp_path / "ct.nii.gz"
     ct_path.write_bytes(Path(CT_VOLUME).read_bytes())
     code = _readme_route().replace('"ct.nii.gz"', repr(str(ct_path)))
-    fake_napari = types.SimpleNamespace(Viewer=lambda: viewer)
+    fake_napari = types.SimpleNamespace(Viewer=lambda: viewer, run=lambda: None)
     namespace = {"__name__": "readme"}
     exec(compile(code.replace("import napari\n", ""), "README.md", "exec"), {"napari": fake_napari, **namespace},
          namespace)
