@@ -51,9 +51,21 @@ def docs_link(page: str, title: str = "Help") -> Label:
     return label
 
 
+class _Text(Label):
+    """A label that takes no room in the dock while it is empty."""
+
+    @Label.value.setter
+    def value(self, value) -> None:
+        Label.value.fset(self, value)
+        if not value:
+            self.native.setHidden(True)
+        elif self.native.parent() is not None:  # never show() a parentless label: it would open a window
+            self.native.setHidden(False)
+
+
 def text(name: str, value: str = "", tooltip: str = "") -> Label:
     """A read-only, word-wrapped line of results or notes."""
-    return _wrap(Label(name=name, value=value, tooltip=tooltip or None))
+    return _wrap(_Text(name=name, value=value, tooltip=tooltip or None))
 
 
 def embed(qwidget, name: str) -> Container:
