@@ -64,7 +64,7 @@ def test_preview_runs_on_the_current_slice_only(ct_viewer):
     assert preview not in widget.image.choices  # previews are not offered as inputs
     assert widget.image.value is layer
     again = widget.preview()  # replaces, does not pile up
-    assert sum(l.name == again.name for l in viewer.layers) == 1
+    assert sum(layer.name == again.name for layer in viewer.layers) == 1
 
 
 def test_rgb_frame_and_refused_kernel(make_napari_viewer):
@@ -84,7 +84,7 @@ def test_rgb_frame_and_refused_kernel(make_napari_viewer):
     widget.kernel_size.value = "bad,kernel"
     widget.run()
     assert widget.jobs.last_error and "kernel size" in widget.jobs.last_error
-    assert [l.name for l in viewer.layers] == ["bmode", "bmode CLAHE"]
+    assert [layer.name for layer in viewer.layers] == ["bmode", "bmode CLAHE"]
 
 
 def test_cancel_from_the_job_panel_leaves_no_layer(ct_viewer):
@@ -93,7 +93,7 @@ def test_cancel_from_the_job_panel_leaves_no_layer(ct_viewer):
     widget.jobs._relay.progressed.connect(lambda i, n: widget.jobs.cancel())
     widget.run()
     assert widget.jobs.status.text() == "CLAHE: cancelled"
-    assert [l.name for l in viewer.layers] == [layer.name]
+    assert [layer.name for layer in viewer.layers] == [layer.name]
 
 
 def test_scripted_from_the_dock_and_clip_limit_remembered(make_napari_viewer):

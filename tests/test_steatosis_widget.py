@@ -58,7 +58,7 @@ def test_widget_refuses_a_bare_grade_without_roi(make_napari_viewer):
     widget = SteatosisWidget(viewer)
     assert widget() is None
     assert "liver ROI" in widget.jobs.last_error and "automatically" in widget.jobs.last_error
-    assert [l.name for l in viewer.layers] == ["cine"]
+    assert [layer.name for layer in viewer.layers] == ["cine"]
 
 
 def test_widget_grades_a_stack_with_a_roi(make_napari_viewer):
@@ -102,7 +102,8 @@ def test_uncertain_grade_is_shown_with_reasons(make_napari_viewer, monkeypatch):
 
 
 def test_automatic_roi_is_drawn_as_an_editable_shapes_layer(make_napari_viewer, monkeypatch):
-    from napari_medai.steatosis import core, widget as steatosis_widget
+    from napari_medai.steatosis import core
+    from napari_medai.steatosis import widget as steatosis_widget
     from napari_medai.steatosis.widget import AUTO_LAYER, SteatosisWidget
 
     if not steatosis_widget._supports_auto_roi():  # before #15's core lands: emulate its contract

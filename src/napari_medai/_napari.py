@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 from .errors import MedaiError
-
 
 # ---------------------------------------------------------------------------------------- readers
 # napari picks a reader per file pattern from its ``extension2reader`` preference; without one it asks
@@ -19,7 +18,7 @@ PLUGIN_NAME = "napari-medai"
 _hint_shown = False
 
 
-def get_reader(path: "str | list[str]"):
+def get_reader(path: str | list[str]):
     """Return a reader for NIfTI, DICOM (file or series folder), PNG, JPEG and TIFF paths."""
     from .io.readers import can_read
 
@@ -40,7 +39,7 @@ def _holds_dicom(folder: Path, look_at: int = 8) -> bool:
     return any(p.suffix.lower() in DICOM_SUFFIXES or _looks_like_dicom(p) for p in files)
 
 
-def read_layers(path: "str | list[str]") -> List[tuple]:
+def read_layers(path: str | list[str]) -> list[tuple]:
     from ._qt.jobs import notify_error
     from .io.readers import load_image
 
@@ -101,7 +100,7 @@ def first_use_hint() -> None:
 
 
 # ---------------------------------------------------------------------------------------- writer
-def write_nifti(path: str, data: Any, meta: dict) -> List[str]:
+def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
     """Write an Image or Labels layer to NIfTI with its world geometry (scale, translate, affine)."""
     import numpy as np
 
@@ -111,7 +110,8 @@ def write_nifti(path: str, data: Any, meta: dict) -> List[str]:
     ndim = np.ndim(data) - (1 if meta.get("rgb") else 0)
     affine = np.asarray(meta.get("affine", np.eye(ndim + 1)), dtype=float)
     orientation = affine[:ndim, :ndim]
-    origin = np.asarray(meta.get("translate", (0.0,) * ndim), dtype=float) + np.linalg.solve(orientation, affine[:ndim, ndim])
+    translate = np.asarray(meta.get("translate", (0.0,) * ndim), dtype=float)
+    origin = translate + np.linalg.solve(orientation, affine[:ndim, ndim])
     geometry = Geometry(tuple(meta.get("scale", (1.0,) * ndim)), tuple(origin), orientation)
     if not str(path).lower().endswith((".nii", ".nii.gz")):
         path = f"{path}.nii.gz"
@@ -128,13 +128,13 @@ def _sample(path: Path, **extra) -> tuple:
     return loaded.data, kwargs, "image"
 
 
-def sample_bmode() -> List[tuple]:
+def sample_bmode() -> list[tuple]:
     from .sample_data import BMODE_FRAME
 
     return [_sample(BMODE_FRAME, name="B-mode liver (Byra 2018, CC BY 4.0)")]
 
 
-def sample_ct() -> List[tuple]:
+def sample_ct() -> list[tuple]:
     from .io.readers import load_image
     from .sample_data import CT_LIVER, CT_VOLUME
 
@@ -148,7 +148,7 @@ def sample_ct() -> List[tuple]:
     return [(data, kwargs, kind), (liver.data.astype("uint8"), liver_kwargs, "labels")]
 
 
-def sample_phantom() -> List[tuple]:
+def sample_phantom() -> list[tuple]:
     from .io.geometry import Geometry
     from .runtime.provenance import attach_provenance
     from .sample_data.phantom import make_ct_phantom
@@ -156,7 +156,8 @@ def sample_phantom() -> List[tuple]:
     volume, labels, spacing = make_ct_phantom(seed=0)
     geometry = Geometry.identity(3, spacing)
     meta = attach_provenance({}, {"source": "synthetic phantom, seed 0", "geometry": geometry.to_dict()})
-    image = (volume, {"name": "CT phantom", "contrast_limits": (-200, 250), "metadata": meta, **geometry.layer_kwargs()}, "image")
+    image = (volume, {"name": "CT phantom", "contrast_limits": (-200, 250), "metadata": meta,
+                      **geometry.layer_kwargs()}, "image")
     from .viewer import labels_kwargs
 
     truth = (labels, {"name": "phantom ground truth", "metadata": meta, **labels_kwargs({1: "liver", 2: "tumour"}),
@@ -164,7 +165,7 @@ def sample_phantom() -> List[tuple]:
     return [image, truth]
 
 
-def sample_brain_mri() -> List[tuple]:
+def sample_brain_mri() -> list[tuple]:
     from .sample_data import BRAIN_MRI, brain_mri_label
 
     return [_sample(path, name=f"brain MRI {brain_mri_label(path)} (figshare, CC BY 4.0)") for path in BRAIN_MRI]

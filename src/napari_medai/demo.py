@@ -11,8 +11,8 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -28,6 +28,7 @@ def _dice(a: np.ndarray, b: np.ndarray):
 
 # ---------------------------------------------------------------------------------------- tool steps
 def demo_clahe(out: Path, shots: list) -> dict:
+    """CLAHE on the B-mode frame (2-D) and the sample CT (3-D); writes both results."""
     from . import clahe
     from .io.readers import load_image
     from .io.writers import save_image
@@ -54,6 +55,7 @@ def demo_clahe(out: Path, shots: list) -> dict:
 
 
 def demo_steatosis(out: Path, shots: list) -> dict:
+    """Grade the sample B-mode frame with its liver and kidney ROIs."""
     from . import grade_steatosis
     from .io.readers import load_image
     from .sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI
@@ -65,20 +67,24 @@ def demo_steatosis(out: Path, shots: list) -> dict:
         return np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], dtype=float)
 
     rois = {"data": [rectangle(BMODE_LIVER_ROI), rectangle(BMODE_KIDNEY_ROI)], "shape_type": "rectangle",
-            "edge_color": ["yellow", "cyan"], "face_color": "transparent", "edge_width": 2, "name": "liver / kidney ROI"}
+            "edge_color": ["yellow", "cyan"], "face_color": "transparent", "edge_width": 2,
+            "name": "liver / kidney ROI"}
     shots.append(("steatosis_heatmap", [(frame.data, {"name": "B-mode"}, "image"),
-                                        (result.heatmap, {"name": "heat map", "colormap": "inferno", "blending": "additive"}, "image"),
+                                        (result.heatmap, {"name": "heat map", "colormap": "inferno",
+                                                          "blending": "additive"}, "image"),
                                         ([], rois, "shapes")]))
     return {
         "truth": "S0 (biopsy fat 3 %)",
         "grade": int(result.grade),
         "label": result.label,
         "probabilities": [round(float(p), 4) for p in result.probabilities],
-        "hepatorenal_index": None if getattr(result, "hepatorenal_index", None) is None else round(float(result.hepatorenal_index), 3),
+        "hepatorenal_index": (None if getattr(result, "hepatorenal_index", None) is None
+                              else round(float(result.hepatorenal_index), 3)),
     }
 
 
 def demo_segmentation(out: Path, shots: list) -> dict:
+    """Segment the sample CT and the phantom; Dice against the reference labels."""
     from . import segment
     from .io.readers import load_image
     from .io.writers import save_image
@@ -91,7 +97,8 @@ def demo_segmentation(out: Path, shots: list) -> dict:
     save_image(out / "segmentation_ct.nii.gz", result.labels, ct.geometry)
     volume, labels, spacing = make_ct_phantom(seed=0)
     phantom = segment(volume, spacing=spacing)
-    shots.append(("segmentation_ct", [(ct.data, {"name": "CT", "contrast_limits": (-200, 250), **ct.geometry.layer_kwargs()}, "image"),
+    ct_kwargs = {"name": "CT", "contrast_limits": (-200, 250), **ct.geometry.layer_kwargs()}
+    shots.append(("segmentation_ct", [(ct.data, ct_kwargs, "image"),
                                       (result.labels, {"name": "labels", **ct.geometry.layer_kwargs()}, "labels")]))
     return {
         "outputs": ["segmentation_ct.nii.gz"],
@@ -104,6 +111,7 @@ def demo_segmentation(out: Path, shots: list) -> dict:
 
 
 def demo_retrieval(out: Path, shots: list) -> dict:
+    """Build a library from the brain MRI samples and query it with one of them."""
     from . import CaseLibrary
     from .io.readers import load_image
     from .sample_data import BRAIN_MRI, brain_mri_label
@@ -262,7 +270,8 @@ def _dock_all(viewer) -> list[str]:
     return docked
 
 
-def run_headless(out_dir: "str | os.PathLike" = "demo_output") -> dict:
+def run_headless(out_dir: str | os.PathLike = "demo_output") -> dict:
+    """Run every tool on the samples, write results, report.json, report.md and screenshots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"notice": RESEARCH_NOTICE, "tools": {}, "failed": []}
@@ -302,6 +311,7 @@ def run_headless(out_dir: "str | os.PathLike" = "demo_output") -> dict:
 
 # ---------------------------------------------------------------------------------------- GUI
 def open_gui() -> int:
+    """Open napari with every widget docked and the samples loaded."""
     import napari
 
     viewer = napari.Viewer(title="napari-medai demo (research use only)")

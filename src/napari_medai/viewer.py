@@ -97,6 +97,7 @@ def structure_features(names: dict, volumes_ml: Optional[dict] = None, areas_cm2
 
 
 def labels_kwargs(names: dict, volumes_ml: Optional[dict] = None, areas_cm2: Optional[dict] = None) -> dict:
+    """``colormap`` and ``features`` for ``viewer.add_labels`` from the model's label names."""
     names = {int(k): v for k, v in (names or {}).items()}
     if not names:
         return {}
@@ -104,6 +105,7 @@ def labels_kwargs(names: dict, volumes_ml: Optional[dict] = None, areas_cm2: Opt
 
 
 def segmentation_provenance(result, geometry: Optional[Geometry], source: Optional[str]) -> dict:
+    """The provenance record of a segmentation result placed on ``source``."""
     return make_provenance(
         "segmentation", parameters=result.parameters(), device=result.device, seconds=result.seconds,
         model=result.model if hasattr(result.model, "sha256") else None, input_shape=result.labels.shape,
@@ -121,6 +123,7 @@ def roi_rectangle(roi) -> np.ndarray:
 
 
 def heatmap_kwargs(heat: np.ndarray) -> dict:
+    """Display settings of a steatosis heat map: inferno, half opaque, 0 to its maximum."""
     vmax = float(np.max(heat)) if np.size(heat) and float(np.max(heat)) > 0 else 1.0
     return {"colormap": "inferno", "opacity": 0.5, "blending": "additive", "contrast_limits": (0.0, vmax)}
 

@@ -10,8 +10,9 @@ Each tool is a magicgui :class:`~magicgui.widgets.Container`, so a script can se
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Widget
 
@@ -131,7 +132,7 @@ def registered_models(task: str, default: Optional[str] = None) -> list[str]:
 def image_layers(viewer, rgb_ok: bool = True):
     from napari.layers import Image
 
-    return [l for l in viewer.layers if isinstance(l, Image) and (rgb_ok or not l.rgb)]
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and (rgb_ok or not layer.rgb)]
 
 
 def made_by(layer, tool: str) -> bool:
@@ -255,7 +256,7 @@ def row(name: str, widgets: Iterable[Widget]) -> Container:
 
 
 def file_edit(name: str, label: str, mode: str, tooltip: str, value: str = "", filter: Optional[str] = None):
-    """magicgui's FileEdit with the tooltip on its line edit and button too."""
+    """Magicgui's FileEdit with the tooltip on its line edit and button too."""
     from magicgui.widgets import FileEdit
 
     edit = FileEdit(name=name, label=label, mode=mode, value=value, filter=filter, tooltip=tooltip)

@@ -7,10 +7,21 @@ from __future__ import annotations
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QPlainTextEdit
 
-
 from ..errors import MedaiError
 from ..runtime.settings import get_settings, set_device, set_model_dir
-from .common import ToolWidget, banner, button, device_box, device_note, docs_link, embed, file_edit, form, remember, text
+from .common import (
+    ToolWidget,
+    banner,
+    button,
+    device_box,
+    device_note,
+    docs_link,
+    embed,
+    file_edit,
+    form,
+    remember,
+    text,
+)
 from .jobs import JobPanel, notify_error, notify_info
 from .prefs import get_pref
 

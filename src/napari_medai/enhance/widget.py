@@ -15,26 +15,11 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from .._qt.common import ToolWidget, banner, button, device_box, docs_link, embed, form, layer_box, remember, row, text
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
+from ..io.layers import layer_data, plane_indices
 
 MODES = ("auto", "2d", "slices", "3d")
 PREVIEW_SUFFIX = " CLAHE preview"
 RESULT_SUFFIX = " CLAHE"
-
-
-def layer_array(layer) -> np.ndarray:
-    """The full-resolution data of an Image layer as a NumPy array (level 0 of a multiscale)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
-
-
-def current_plane_index(layer, viewer) -> tuple:
-    """Indices of the leading (non-YX) axes of ``layer`` at the viewer's current position."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    nd = data.ndim - (1 if getattr(layer, "rgb", False) else 0)
-    if nd <= 2:
-        return ()
-    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
-    return tuple(int(np.clip(round(float(point[a])), 0, data.shape[a] - 1)) for a in range(nd - 2))
 
 
 def _is_source(layer) -> bool:
@@ -62,7 +47,8 @@ class ClaheWidget(ToolWidget):
         nbins = SpinBox(name="nbins", label="bins", value=256, min=2, max=65536,
                         tooltip="histogram bins per tile (scikit-image nbins)")
         mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="auto",
-                        tooltip="auto: 2d for images, 3d for volumes; slices: every slice on its own; 3d: true 3-D tiles")
+                        tooltip="auto: 2d for images, 3d for volumes; slices: every slice on its own; "
+                                "3d: true 3-D tiles")
         use_window = CheckBox(name="use_window", text="window", value=False,
                               tooltip="clip intensities to [low, high] before equalising (e.g. a CT window in HU)")
         lo = FloatSpinBox(name="window_low", value=-200.0, min=-1e6, max=1e6, enabled=False,
@@ -91,6 +77,7 @@ class ClaheWidget(ToolWidget):
 
     # ---- layers ------------------------------------------------------------------------------
     def source_layer(self):
+        """The chosen image layer; refuses when there is none."""
         layer = self.image.value
         if layer is None or layer not in self.viewer.layers:
             raise MedaiError("open an image first and pick it in 'image layer'")
@@ -98,6 +85,7 @@ class ClaheWidget(ToolWidget):
 
     # ---- parameters ------------------------------------------------------------------------------
     def parameters(self) -> dict:
+        """The controls as keyword arguments of ``run_clahe``."""
         kernel = str(self.kernel_size.value).strip().lower()
         window = (float(self.window_low.value), float(self.window_high.value)) if self.use_window.value else None
         return {
@@ -118,8 +106,8 @@ class ClaheWidget(ToolWidget):
         try:
             layer = self.source_layer()
             params = self.parameters()
-            index = current_plane_index(layer, self.viewer)
-            data = layer_array(layer)
+            index = plane_indices(layer, self.viewer.dims.point)
+            data = layer_data(layer)
             plane = np.asarray(data[index]) if index else data
             kernel = params["kernel_size"]
             if kernel is not None and "," in kernel:
@@ -151,6 +139,7 @@ class ClaheWidget(ToolWidget):
         return self.viewer.layers[name]
 
     def run(self):
+        """Enhance the whole layer in the background; the result is a new layer."""
         from .core import run_clahe
 
         try:
@@ -159,7 +148,7 @@ class ClaheWidget(ToolWidget):
         except MedaiError as exc:
             self.jobs._fail("CLAHE", str(exc))
             return None
-        data = layer_array(layer)
+        data = np.asarray(layer_data(layer))
         rgb = bool(layer.rgb)
 
         def job(progress, should_stop):

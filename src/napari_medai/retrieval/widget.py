@@ -18,42 +18,26 @@ from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 from .._qt.common import (
-    ToolWidget, banner, button, docs_link, embed, file_edit, form, layer_box, made_by, registered_models, remember, row,
+    ToolWidget,
+    banner,
+    button,
+    docs_link,
+    embed,
+    file_edit,
+    form,
+    layer_box,
+    made_by,
+    registered_models,
+    remember,
+    row,
     text,
 )
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
+from ..io.layers import current_plane, shape_to_roi
 from ..runtime.provenance import RESEARCH_NOTICE
 
 MODES = ("current slice / image", "Shapes ROI")
-
-
-def current_plane(layer, viewer) -> tuple[np.ndarray, Optional[int]]:
-    """The 2D plane of an Image layer at the viewer's current position: (plane, slice index or None)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    rgb = bool(getattr(layer, "rgb", False))
-    nd = data.ndim - (1 if rgb else 0)
-    if nd == 2:
-        return np.asarray(data), None
-    point = np.asarray(layer.world_to_data(viewer.dims.point))
-    lead = [int(np.clip(round(float(point[a])), 0, data.shape[a] - 1)) for a in range(nd - 2)]
-    plane = np.asarray(data[tuple(lead)])
-    return plane, (lead[-1] if lead else None)
-
-
-def roi_from_shapes(shapes_layer, image_layer) -> tuple[int, int, int, int]:
-    """Bounding box (x, y, w, h), in the image's pixel units, of the selected (else the last) shape."""
-    if shapes_layer is None or len(shapes_layer.data) == 0:
-        raise MedaiError("draw a rectangle (or any shape) on a Shapes layer to query with an ROI")
-    sel = sorted(shapes_layer.selected_data) if shapes_layer.selected_data else [len(shapes_layer.data) - 1]
-    verts = np.asarray(shapes_layer.data[sel[0]], float)
-    world = np.array([shapes_layer.data_to_world(v) for v in verts])
-    data_pts = np.array([image_layer.world_to_data(w) for w in world])
-    rgb = bool(getattr(image_layer, "rgb", False))
-    yx = data_pts[:, -2:] if not rgb else data_pts[:, -2:]
-    y0, x0 = np.floor(yx.min(0)).astype(int)
-    y1, x1 = np.ceil(yx.max(0)).astype(int)
-    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
 def _icon(thumb: Optional[np.ndarray]) -> QIcon:
@@ -78,6 +62,8 @@ def _is_shapes(layer) -> bool:
 
 
 class RetrievalWidget(ToolWidget):
+    """Nearest-case retrieval: a case library, a query from the view, a gallery of the nearest cases."""
+
     tool = "retrieval"
 
     def __init__(self, napari_viewer):
@@ -134,10 +120,12 @@ class RetrievalWidget(ToolWidget):
         self.gallery.itemClicked.connect(self._item_clicked)
 
     def run(self):
+        """Query the library (the main button)."""
         return self.run_query()
 
     # ---- library -----------------------------------------------------------------------------
     def open_library(self):
+        """Load the library file named in 'library'."""
         path = str(self.library_path.value or "").strip()
         if path in ("", ".") or not Path(path).is_file():
             self.jobs._fail("Open library", "pick a library file in 'library' first (a .medlib or .sqlite file)")
@@ -145,6 +133,7 @@ class RetrievalWidget(ToolWidget):
         return self.load_library(path)
 
     def build_from_folder(self):
+        """Build a library from 'build from' and save it next to the folder."""
         folder = str(self.build_folder.value or "").strip()
         if folder in ("", ".") or not Path(folder).exists():
             self.jobs._fail("Build library", "pick a folder with one sub-folder per class in 'build from' first")
@@ -152,12 +141,14 @@ class RetrievalWidget(ToolWidget):
         return self.build_library(folder, save_to=str(Path(folder).with_suffix(".medlib")))
 
     def load_library(self, path):
+        """Load a saved library in the background."""
         from .library import CaseLibrary
 
         return self.jobs.run(lambda progress, should_stop: CaseLibrary.load(path), on_result=self._set_library,
                              title="Open library")
 
     def build_library(self, source, save_to=None, embedder: Optional[str] = None):
+        """Build a library from a folder or CSV in the background, optionally saving it."""
         from .library import CaseLibrary
 
         name = embedder or self.embedder.value or None
@@ -186,13 +177,15 @@ class RetrievalWidget(ToolWidget):
         layer = self.image.value
         if layer is None or layer not in self.viewer.layers:
             raise MedaiError("no image layer to query with; open an image first")
-        plane, sl = current_plane(layer, self.viewer)
+        plane, index = current_plane(layer, self.viewer.dims.point)
+        sl = index[-1] if index else None
         roi = None
         if self.mode.value == MODES[1]:
-            roi = roi_from_shapes(self.shapes.value, layer)
+            roi = shape_to_roi(self.shapes.value, layer)
         return plane, roi, sl, layer
 
     def run_query(self):
+        """Query the library with the image, slice or ROI in view."""
         from ..runtime.provenance import make_provenance
 
         if self.library is None:
@@ -236,7 +229,8 @@ class RetrievalWidget(ToolWidget):
         self.gallery.clear()
         for i, h in enumerate(hits):
             close = getattr(h, "close", True)
-            item = QListWidgetItem(_icon(h.thumbnail), f"{h.rank}. {h.label}\nd={h.distance:.3f}" + ("" if close else " (far)"))
+            caption = f"{h.rank}. {h.label}\nd={h.distance:.3f}" + ("" if close else " (far)")
+            item = QListWidgetItem(_icon(h.thumbnail), caption)
             item.setData(Qt.UserRole, i)
             item.setToolTip(f"{h.path}" + (f" (slice {h.slice_index})" if h.slice_index is not None else "")
                             + ("" if close else " - not close to the query"))

@@ -3,7 +3,8 @@ tumour diameter in mm. Pure NumPy/SciPy (no Qt, no torch)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -15,8 +15,20 @@ import numpy as np
 from magicgui.widgets import ComboBox
 
 from .._qt.common import (
-    ToolWidget, banner, button, device_box, device_note, docs_link, embed, file_edit, form, layer_box, made_by,
-    registered_models, remember, text,
+    ToolWidget,
+    banner,
+    button,
+    device_box,
+    device_note,
+    docs_link,
+    embed,
+    file_edit,
+    form,
+    layer_box,
+    made_by,
+    registered_models,
+    remember,
+    text,
 )
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
@@ -84,17 +96,20 @@ class SegmentationWidget(ToolWidget):
 
     # ---- layers --------------------------------------------------------------------------------
     def source_layer(self):
+        """The chosen CT layer; refuses when there is none."""
         layer = self.image.value
         if layer is None or layer not in self.viewer.layers:
             raise MedaiError("open a CT image first and pick it in 'CT layer'")
         return layer
 
     def model_choice(self) -> str:
+        """The model file when one is given, else the registered model."""
         path = str(self.model_path.value or "").strip()
         return path if path not in ("", ".") else (self.model.value or DEFAULT_MODEL)
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self):
+        """Segment the CT layer in the background; the result is an aligned Labels layer."""
         from ..io.geometry import Geometry
         from .core import segment
 

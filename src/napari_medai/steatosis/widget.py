@@ -15,8 +15,20 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, ProgressBar
 
 from .._qt.common import (
-    ToolWidget, banner, button, device_box, device_note, docs_link, embed, form, layer_box, made_by, registered_models,
-    remember, row, text,
+    ToolWidget,
+    banner,
+    button,
+    device_box,
+    device_note,
+    docs_link,
+    embed,
+    form,
+    layer_box,
+    made_by,
+    registered_models,
+    remember,
+    row,
+    text,
 )
 from .._qt.jobs import JobPanel
 from ..errors import MedaiError
@@ -139,9 +151,11 @@ class SteatosisWidget(ToolWidget):
 
             kwargs = Geometry.from_layer(image).layer_kwargs()
         if KIDNEY_LAYER not in self.viewer.layers:
-            self.viewer.add_shapes(name=KIDNEY_LAYER, edge_color="cyan", face_color="transparent", edge_width=2, **kwargs)
+            self.viewer.add_shapes(name=KIDNEY_LAYER, edge_color="cyan", face_color="transparent", edge_width=2,
+                                   **kwargs)
         if LIVER_LAYER not in self.viewer.layers:
-            self.viewer.add_shapes(name=LIVER_LAYER, edge_color="yellow", face_color="transparent", edge_width=2, **kwargs)
+            self.viewer.add_shapes(name=LIVER_LAYER, edge_color="yellow", face_color="transparent", edge_width=2,
+                                   **kwargs)
         liver = self.viewer.layers[LIVER_LAYER]
         self.viewer.layers.selection.active = liver
         try:
@@ -199,9 +213,11 @@ class SteatosisWidget(ToolWidget):
                                            progress=sub, should_stop=should_stop, **extra))
             return out
 
-        return self.jobs.run(job, on_result=lambda results: self._show(image, results, liver, kidney), title="Steatosis")
+        return self.jobs.run(job, on_result=lambda results: self._show(image, results, liver, kidney),
+                             title="Steatosis")
 
     def grade(self):
+        """Same as :meth:`run`."""
         return self.run()
 
     # ---- results ------------------------------------------------------------------------------
