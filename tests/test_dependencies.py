@@ -38,7 +38,7 @@ IMPORT_TO_DIST = {
 }
 # where an extra's packages may be imported directly (paths relative to src/napari_medai)
 EXTRA_FILES = {
-    "napari": re.compile(r"^(_qt/.*|.*/widget\.py|_napari\.py|demo\.py)$"),
+    "napari": re.compile(r"^(_qt/.*|.*/widget\.py|_napari\.py|demo\.py|viewer\.py)$"),
     "dask": re.compile(r"^batch/(runner|tasks)\.py$"),
 }
 
