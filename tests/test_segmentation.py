@@ -368,7 +368,7 @@ def test_widget_runs_and_updates_with_undo(make_napari_viewer, monkeypatch, samp
     # edit, then re-run: same layer, updated in place, and the update can be undone
     result_layer.data[0] = 7
     widget()
-    assert len([l for l in viewer.layers if l.name.startswith("ct segmentation")]) == 1
+    assert len([layer for layer in viewer.layers if layer.name.startswith("ct segmentation")]) == 1
     assert np.asarray(result_layer.data).max() <= 2
     result_layer.undo()
     assert np.asarray(result_layer.data)[0].max() == 7
@@ -399,4 +399,4 @@ def test_widget_refuses_what_the_api_refuses(make_napari_viewer, monkeypatch):
     widget = SegmentationWidget(viewer)
     assert widget() is None
     assert widget.jobs.last_error == refused and "\n" not in refused
-    assert [l.name for l in viewer.layers] == ["bmode"]
+    assert [layer.name for layer in viewer.layers] == ["bmode"]
