@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from napari_medai.segmentation.crops import CROP_KINDS, liver_centred_crop
+from napari_medai.segmentation.metrics import dice
 
 CASES = {
     "ircadb07": ("ct/ircadb-07/ircadb01_07_ct.nii.gz", "ct/ircadb-07/ircadb01_07_label.nii.gz"),
@@ -24,10 +25,6 @@ CASES = {
 MARGIN = -0.03
 WHOLE_MIN = {"ircadb07": 0.86, "chaos1": 0.90}
 
-
-def _dice(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -43,7 +40,7 @@ def whole(request):
     img, lab = (load_image(root / p) for p in CASES[request.param])
     r = segment(img.data, spacing=img.geometry.spacing, affine=img.geometry.affine_ras(), device="cpu")
     assert r.labels.shape == img.data.shape
-    return request.param, img, lab, _dice(r.labels > 0, lab.data > 0)
+    return request.param, img, lab, dice(r.labels > 0, lab.data > 0)
 
 
 def test_whole_volume_liver_dice(whole):
@@ -56,10 +53,12 @@ def test_liver_centred_crop_keeps_dice(whole, kind):
     from napari_medai import segment
 
     case, img, lab, whole_dice = whole
-    ct, label, spacing, affine = liver_centred_crop(img.data, lab.data, img.geometry.spacing, img.geometry.affine_ras(), kind)
+    ct, label, spacing, affine = liver_centred_crop(
+        img.data, lab.data, img.geometry.spacing, img.geometry.affine_ras(), kind
+    )
     r = segment(ct, spacing=spacing, affine=affine, device="cpu")
     assert r.labels.shape == ct.shape
-    d = _dice(r.labels > 0, label > 0)
+    d = dice(r.labels > 0, label > 0)
     assert d - whole_dice >= MARGIN, f"{case} {kind}: crop Dice {d:.4f} vs whole {whole_dice:.4f}"
 
 
@@ -97,8 +96,8 @@ def test_predict_slices_maps_back_onto_the_input_grid():
     crop at any pixel size, within one model pixel (3 mm)."""
     import torch
 
-    from napari_medai.segmentation.core import LoadedModel, _predict_slices
     from napari_medai.runtime.device import resolve_device
+    from napari_medai.segmentation.core import LoadedModel, _predict_slices
 
     class Bright(torch.nn.Module):
         def forward(self, x):
@@ -117,8 +116,10 @@ def test_predict_slices_maps_back_onto_the_input_grid():
         # every wrong pixel is within 3 mm of the square's edge
         from scipy import ndimage
 
-        edge_mm = np.minimum(ndimage.distance_transform_edt(truth, sampling=spacing),
-                             ndimage.distance_transform_edt(~truth, sampling=spacing))
+        edge_mm = np.minimum(
+            ndimage.distance_transform_edt(truth, sampling=spacing),
+            ndimage.distance_transform_edt(~truth, sampling=spacing),
+        )
         assert edge_mm[tuple(wrong.T)].max() <= 3.0
 
 

@@ -51,10 +51,16 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
     with pytest.raises(CancelledError):
         train_slice_network(data, tmp_path / "b", should_stop=stop_after_two, **opts)
-    assert json.loads((tmp_path / "b" / "log.json").read_text() if (tmp_path / "b" / "log.json").exists() else "null") is None
+    assert (
+        json.loads((tmp_path / "b" / "log.json").read_text() if (tmp_path / "b" / "log.json").exists() else "null")
+        is None
+    )
     assert (tmp_path / "b" / "checkpoint_last.pt").is_file()
     train_slice_network(data, tmp_path / "b", resume=True, **opts)
-    a, b = load_file(str(tmp_path / "a" / "weights.safetensors")), load_file(str(tmp_path / "b" / "weights.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "a" / "weights.safetensors")),
+        load_file(str(tmp_path / "b" / "weights.safetensors")),
+    )
     assert a.keys() == b.keys() and all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)
     result = json.loads((tmp_path / "b" / "result.json").read_text())
     assert result["iterations"] == 4 and result["config"]["zoom"] == [0.6, 1.6] and result["config"]["crop_prob"] == 0.5
@@ -65,9 +71,31 @@ def test_cli_cascade_writes_a_usable_model_and_fold_dice(tmp_path, capsys):
 
     data = _slice_folder(tmp_path / "lits")
     out = tmp_path / "run"
-    argv = ["train", "segment", "--data", str(data), "--recipe", "cascade", "--organ-iterations", "2",
-            "--tumour-iterations", "2", "--batch-size", "2", "--fold", "1", "--zoom", "0.6,1.6", "--crop-prob", "0.3",
-            "--pixel-mm", "2.9", "-o", str(out), "--json"]
+    argv = [
+        "train",
+        "segment",
+        "--data",
+        str(data),
+        "--recipe",
+        "cascade",
+        "--organ-iterations",
+        "2",
+        "--tumour-iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--fold",
+        "1",
+        "--zoom",
+        "0.6,1.6",
+        "--crop-prob",
+        "0.3",
+        "--pixel-mm",
+        "2.9",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert 0.0 <= doc["organ"]["liver_dice"] <= 1.0 and len(doc["organ"]["val_volumes"]) == 1
@@ -84,7 +112,18 @@ def test_cli_cascade_writes_a_usable_model_and_fold_dice(tmp_path, capsys):
 
 def test_cli_refuses_bad_slice_options(tmp_path, capsys):
     data = _slice_folder(tmp_path / "lits", n_volumes=2, per_volume=1)
-    base = ["train", "segment", "--data", str(data), "-o", str(tmp_path / "o"), "--recipe", "organ", "--iterations", "1"]
+    base = [
+        "train",
+        "segment",
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "o"),
+        "--recipe",
+        "organ",
+        "--iterations",
+        "1",
+    ]
     assert main(base + ["--zoom", "1.6"]) == 2
     assert "--zoom" in capsys.readouterr().err
     assert main(base + ["--fold", "7"]) == 2

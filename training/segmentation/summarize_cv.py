@@ -24,7 +24,7 @@ from napari_medai.data_paths import shared_data_dir
 from napari_medai.segmentation.core import _scores_to_labels
 from napari_medai.segmentation.networks import build_network
 from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder
-from napari_medai.segmentation.train import slice_dice as dice
+from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 
 HERE = Path(__file__).resolve().parent
 

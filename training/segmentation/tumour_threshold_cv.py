@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from summarize_cv import fold_scores, lits_slices  # the sibling script (this folder is on sys.path when run)
 
-from napari_medai.segmentation.train import slice_dice as dice
+from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 
 TAUS = (0.2, 0.3, 0.4, 0.5, 0.6)
 

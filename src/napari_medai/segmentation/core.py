@@ -333,7 +333,8 @@ def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choi
     size = tuple(int(s) for s in lm.spec.get("size") or (h, w))
     pixel_mm = lm.spec.get("pixel_mm")
     if pixel_mm:
-        rh, rw, hp, wp, top, left = physical_canvas(h, w, spacing_yx, float(pixel_mm), size, int(lm.spec.get("multiple", 16)))
+        multiple = int(lm.spec.get("multiple", 16))
+        rh, rw, hp, wp, top, left = physical_canvas(h, w, spacing_yx, float(pixel_mm), size, multiple)
         window = _spec_window(lm.spec)
         pad_value = float(window01(np.float32(-1000.0), window)) if window else float(data01.min())  # air
     else:
@@ -355,13 +356,15 @@ def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choi
                 x = torch.from_numpy(np.ascontiguousarray(data01[i:j])).to(device)[:, None]
                 if pixel_mm:
                     if (rh, rw) != (h, w):
-                        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=rh < h or rw < w)
+                        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False,
+                                          antialias=rh < h or rw < w)
                     x = F.pad(x, (left, wp - rw - left, top, hp - rh - top), value=pad_value)
                 else:
                     if (hp, wp) != (h, w):
                         x = F.pad(x, (left, wp - w - left, top, hp - h - top), value=pad_value)
                     if (hp, wp) != size:
-                        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=hp > size[0] or wp > size[1])
+                        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                          antialias=hp > size[0] or wp > size[1])
                 scores = net(x)
                 if isinstance(scores, (list, tuple)):
                     scores = scores[0]
@@ -477,7 +480,8 @@ def _drop_extrahepatic_tumour(labels: np.ndarray, min_liver_contact: float) -> n
     return out
 
 
-def _open_component(organ: np.ndarray, spacing: Sequence[float], radius_mm: float, midline_x: Optional[float]) -> np.ndarray:
+def _open_component(organ: np.ndarray, spacing: Sequence[float], radius_mm: float,
+                    midline_x: Optional[float]) -> np.ndarray:
     """The liver component chosen after an opening of ``radius_mm``: the mask is eroded (distance to
     the background > radius), the liver component of what is left is chosen (:func:`liver_component`),
     and it is grown back by the radius inside the original mask. Neighbours joined to the liver by a
@@ -492,8 +496,10 @@ def _open_component(organ: np.ndarray, spacing: Sequence[float], radius_mm: floa
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     big = np.flatnonzero(sizes >= 0.1 * sizes.max())  # only large components can hold the liver
-    boxes = [b for i, b in enumerate(ndimage.find_objects(lab), start=1) if i in set(big.tolist())]
-    box = tuple(slice(max(0, min(b[a].start for b in boxes) - 1), max(b[a].stop for b in boxes) + 1) for a in range(organ.ndim))
+    wanted = set(big.tolist())
+    boxes = [b for i, b in enumerate(ndimage.find_objects(lab), start=1) if i in wanted]
+    box = tuple(slice(max(0, min(b[a].start for b in boxes) - 1), max(b[a].stop for b in boxes) + 1)
+                for a in range(organ.ndim))
     sub = np.isin(lab[box], big)
     # the opening runs on a grid coarsened to about 2 mm (enough for a 5 mm radius; ~9x fewer voxels at 0.7 mm)
     step = [max(1, int(round(2.0 / s))) for s in spacing]

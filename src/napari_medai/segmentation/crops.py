@@ -29,8 +29,9 @@ def _shift_affine(affine: np.ndarray, start: np.ndarray, step: np.ndarray) -> np
     return out
 
 
-def liver_centred_crop(ct: np.ndarray, label: np.ndarray, spacing, affine: np.ndarray, kind: str,
-                       centre: Optional[np.ndarray] = None):
+def liver_centred_crop(
+    ct: np.ndarray, label: np.ndarray, spacing, affine: np.ndarray, kind: str, centre: Optional[np.ndarray] = None
+):
     """One crop of ``kind`` (see :data:`CROP_KINDS`) centred on the liver's centroid (label > 0).
 
     - ``cube128_1.7mm``: a 128-voxel cube at 1.7 mm isotropic (217.6 mm), trilinear CT / nearest label,

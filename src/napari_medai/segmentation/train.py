@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -337,8 +338,15 @@ def train_msd(
 # PNG masks 0/1/2). ``train segment --data .../lits-slices-2d --recipe cascade`` reproduces it; the
 # research scripts in ``training/segmentation/`` call this code (one trainer).
 
-UNET_ARCH = {"arch": "unet2d", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
-             "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}
+UNET_ARCH = {
+    "arch": "unet2d",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 3,
+    "channels": [16, 32, 64, 128, 256],
+    "strides": [2, 2, 2, 2],
+    "num_res_units": 2,
+}
 SLICE_RECIPES = {
     # organ network: the liver+tumour region (per-sample DiceCE)
     "organ": {"loss": "dicece", "zoom": [0.8, 1.25], "tumour_oversample": 2.0, "iterations": 1334},
@@ -347,9 +355,12 @@ SLICE_RECIPES = {
 }
 CLASS_WEIGHTS = (1.0, 1.0, 6.0)
 SHIPPED_INPUT_SPEC = {
-    "window_hu": [-40, 160], "size": [128, 128], "axes": "slice-wise axial",
+    "window_hu": [-40, 160],
+    "size": [128, 128],
+    "axes": "slice-wise axial",
     "orientation": "radiological (rows anterior->posterior, columns patient right->left)",
-    "labels": {"1": "liver", "2": "tumour"}, "decision": "region",
+    "labels": {"1": "liver", "2": "tumour"},
+    "decision": "region",
     # portal-venous training data; outside this the result carries a warning note
     "liver_hu_range": [70, 200],
 }
@@ -365,7 +376,7 @@ def is_slice_folder(folder) -> bool:
 
 
 def load_slice_folder(folder, size: int = 128) -> dict:
-    """x (N, size, size) float32 in [0, 1] (green channel / 255, block mean), y (N, size, size) uint8
+    """X (N, size, size) float32 in [0, 1] (green channel / 255, block mean), y (N, size, size) uint8
     (centre sample), vol (N,) patient ids, mask (N,) mask paths; ``size`` must divide the slice size."""
     import csv
 
@@ -373,7 +384,9 @@ def load_slice_folder(folder, size: int = 128) -> dict:
 
     folder = Path(folder).expanduser()
     if not is_slice_folder(folder):
-        raise MedaiError(f"{folder} has no index.csv with volume,image,mask columns; give the LiTS slice folder (ct/lits-slices-2d)")
+        raise MedaiError(
+            f"{folder} has no index.csv with volume,image,mask columns; give the LiTS slice folder (ct/lits-slices-2d)"
+        )
     with open(folder / "index.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     xs, ys, vols, masks = [], [], [], []
@@ -383,7 +396,9 @@ def load_slice_folder(folder, size: int = 128) -> dict:
         mask = np.asarray(Image.open(folder / row["mask"]))
         n = img.shape[0]
         if img.shape != (n, n) or mask.shape != img.shape or n % size:
-            raise MedaiError(f"{row['image']}: slices must be square with a side divisible by --size {size}, got {img.shape}")
+            raise MedaiError(
+                f"{row['image']}: slices must be square with a side divisible by --size {size}, got {img.shape}"
+            )
         f = n // size
         xs.append(img.reshape(size, f, size, f).mean(axis=(1, 3)))
         ys.append(mask[f // 2 :: f, f // 2 :: f].astype(np.uint8))
@@ -401,7 +416,7 @@ def patient_folds(vol: np.ndarray, k: int) -> list:
 
 
 def augment_slices(x, y, g, zoom=(0.8, 1.25), crop_prob: float = 0.0, crop_frac=(0.3, 0.8)):
-    """x (B,1,H,W) in [0, 1], y (B,1,H,W) float labels. Rotation (±15°, 90° steps 30 %), zoom log-uniform
+    """X (B,1,H,W) in [0, 1], y (B,1,H,W) float labels. Rotation (±15°, 90° steps 30 %), zoom log-uniform
     in ``zoom``, flips 20 %, shift ±10 %, then with probability ``crop_prob`` a random crop (side
     ``crop_frac`` of the slice, around a liver pixel when there is one) set in an air canvas (image and
     label 0 outside: the liver and the body outline are cut, as in a cropped scan), then contrast /
@@ -440,7 +455,7 @@ def augment_slices(x, y, g, zoom=(0.8, 1.25), crop_prob: float = 0.0, crop_frac=
                 cy, cx = int(r(1).item() * h), int(r(1).item() * w)
             top = int(min(max(0, cy - int(ch * r(1).item())), h - ch))
             left = int(min(max(0, cx - int(cw * r(1).item())), w - cw))
-            keep[i, :, top:top + ch, left:left + cw] = True
+            keep[i, :, top : top + ch, left : left + cw] = True
         x, y = x * keep, y * keep
     a = 1 + (r(b, 1, 1, 1) - 0.5) * 0.4
     s = (r(b, 1, 1, 1) - 0.5) * 0.25
@@ -449,12 +464,6 @@ def augment_slices(x, y, g, zoom=(0.8, 1.25), crop_prob: float = 0.0, crop_frac=
     x = x.clamp_min(1e-6) ** gam
     x = x + torch.randn(x.shape, generator=g) * (r(b, 1, 1, 1) * 0.05)
     return x.clamp(0, 1), y
-
-
-def slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two masks, 1.0 when both are empty (per-slice CV convention of the research scripts)."""
-    s = int(pred.sum()) + int(truth.sum())
-    return float(2 * int((pred & truth).sum()) / s) if s else 1.0
 
 
 def train_slice_network(
@@ -491,6 +500,7 @@ def train_slice_network(
     from safetensors.torch import save_file
 
     from ..io.writers import atomic_output
+    from .metrics import dice
     from .networks import build_network
 
     progress, should_stop = callbacks(progress, should_stop)
@@ -503,9 +513,20 @@ def train_slice_network(
     if iterations < 1 or not 0 < zoom[0] <= zoom[1] or not 0 <= crop_prob <= 1:
         raise MedaiError("need --iterations >= 1, a zoom range 0 < LO <= HI and 0 <= --crop-prob <= 1")
     oversample = float(tumour_oversample if tumour_oversample is not None else base["tumour_oversample"])
-    config = {"recipe": recipe, "iterations": iterations, "fold": fold, "folds": folds, "zoom": list(zoom),
-              "crop_prob": crop_prob, "tumour_oversample": oversample, "batch_size": batch_size, "lr": lr,
-              "seed": seed, "init": bool(init), "size": 128}
+    config = {
+        "recipe": recipe,
+        "iterations": iterations,
+        "fold": fold,
+        "folds": folds,
+        "zoom": list(zoom),
+        "crop_prob": crop_prob,
+        "tumour_oversample": oversample,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "init": bool(init),
+        "size": 128,
+    }
     out = Path(output).expanduser()
     if out.exists() and not out.is_dir():
         raise MedaiError(f"output {out} is a file; give a folder")
@@ -529,8 +550,9 @@ def train_slice_network(
     if base["loss"] == "dicece":
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=1.0, lambda_dice=1.0)
     else:
-        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False,
-                             weight=torch.tensor(CLASS_WEIGHTS))
+        loss_fn = DiceCELoss(
+            to_onehot_y=True, softmax=True, batch=True, include_background=False, weight=torch.tensor(CLASS_WEIGHTS)
+        )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(fold + 1 + seed)
     it, losses, seconds = 0, [], 0.0
@@ -539,7 +561,9 @@ def train_slice_network(
     if resume and ckpt_path.is_file():
         ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
         if json.loads(ckpt["config"]) != config:
-            raise MedaiError(f"{ckpt_path} was written with other settings ({ckpt['config']}); resume with the same options")
+            raise MedaiError(
+                f"{ckpt_path} was written with other settings ({ckpt['config']}); resume with the same options"
+            )
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"])
@@ -548,9 +572,18 @@ def train_slice_network(
 
     def save_checkpoint():
         with atomic_output(ckpt_path, ".pt") as tmp:
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
-                        "iteration": it, "losses": json.dumps(losses), "seconds": seconds,
-                        "config": json.dumps(config)}, str(tmp))
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": g.get_state(),
+                    "iteration": it,
+                    "losses": json.dumps(losses),
+                    "seconds": seconds,
+                    "config": json.dumps(config),
+                },
+                str(tmp),
+            )
 
     t0 = time.perf_counter() - seconds
     while it < iterations:
@@ -573,66 +606,118 @@ def train_slice_network(
             log(f"{recipe}: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
         if it % max(1, checkpoint_every) == 0 or it == iterations:
             save_checkpoint()
-    res = {"config": config, "fold": fold, "val_volumes": [int(v) for v in val_ids], "iterations": it,
-           "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None}
+    res = {
+        "config": config,
+        "fold": fold,
+        "val_volumes": [int(v) for v in val_ids],
+        "iterations": it,
+        "seconds": round(seconds, 1),
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+    }
     if va.any():
         net.eval()
         with torch.no_grad():
-            p = torch.cat([net(torch.from_numpy(x[va][i:i + 32, None])).argmax(1) for i in range(0, int(va.sum()), 32)]).numpy()
+            p = torch.cat(
+                [net(torch.from_numpy(x[va][i : i + 32, None])).argmax(1) for i in range(0, int(va.sum()), 32)]
+            ).numpy()
         gt = y[va]
-        res["liver_dice"] = slice_dice(p >= 1, gt >= 1)
-        res["tumour_dice"] = slice_dice(p == 2, gt == 2)
-        res["per_volume"] = {int(v): {"liver": slice_dice(p[vol[va] == v] >= 1, gt[vol[va] == v] >= 1),
-                                      "tumour": slice_dice(p[vol[va] == v] == 2, gt[vol[va] == v] == 2),
-                                      "tumour_px": int((gt[vol[va] == v] == 2).sum())} for v in val_ids}
+        res["liver_dice"] = dice(p >= 1, gt >= 1)
+        res["tumour_dice"] = dice(p == 2, gt == 2)
+        res["per_volume"] = {
+            int(v): {
+                "liver": dice(p[vol[va] == v] >= 1, gt[vol[va] == v] >= 1),
+                "tumour": dice(p[vol[va] == v] == 2, gt[vol[va] == v] == 2),
+                "tumour_px": int((gt[vol[va] == v] == 2).sum()),
+            }
+            for v in val_ids
+        }
     with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
         save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / "log.json").write_text(json.dumps({"losses_per_100": [round(float(np.mean(losses[i:i + 100])), 4)
-                                                                 for i in range(0, len(losses), 100)]}) + "\n")
+    (out / "log.json").write_text(
+        json.dumps(
+            {"losses_per_100": [round(float(np.mean(losses[i : i + 100])), 4) for i in range(0, len(losses), 100)]}
+        )
+        + "\n"
+    )
     return res
 
 
-def cascade_card(organ_result: dict, tumour_result: dict, *, pixel_mm: float, version: str, sha256: str,
-                 metrics: Optional[dict] = None, name: str = "liver-tumor-ct", open_mm: float = 5.0) -> dict:
+def cascade_card(
+    organ_result: dict,
+    tumour_result: dict,
+    *,
+    pixel_mm: float,
+    version: str,
+    sha256: str,
+    metrics: Optional[dict] = None,
+    name: str = "liver-tumor-ct",
+    open_mm: float = 5.0,
+) -> dict:
     """card.json of an organ + tumour cascade (the shipped model's layout) from the two runs' result.json."""
+
     def recipe_text(res: dict) -> str:
         c = res["config"]
-        loss = ("per-sample DiceCE" if SLICE_RECIPES[c["recipe"]]["loss"] == "dicece"
-                else "batch Dice without background + CE weights 1/1/6")
+        loss = (
+            "per-sample DiceCE"
+            if SLICE_RECIPES[c["recipe"]]["loss"] == "dicece"
+            else "batch Dice without background + CE weights 1/1/6"
+        )
         crop = f", random crops in an air canvas p={c['crop_prob']}" if c.get("crop_prob") else ""
         init = ", fine-tuned from the previous weights" if c.get("init") else ""
-        return (f"{c['recipe']} network {res['iterations']} iterations ({loss}, zoom x{c['zoom'][0]:.2f}-{c['zoom'][1]:.2f}, "
-                f"tumour slices x{c['tumour_oversample']:g}{crop}{init})")
+        return (
+            f"{c['recipe']} network {res['iterations']} iterations ({loss}, "
+            f"zoom x{c['zoom'][0]:.2f}-{c['zoom'][1]:.2f}, "
+            f"tumour slices x{c['tumour_oversample']:g}{crop}{init})"
+        )
 
-    spec = {**SHIPPED_INPUT_SPEC, "pixel_mm": pixel_mm, "postprocess_open_mm": open_mm,
-            "field_of_view": f"each slice resampled to {pixel_mm} mm pixels and centred in an air-padded canvas of at least "
-                             "128x128 (a multiple of 16); class scores resampled back onto the input grid"}
+    spec = {
+        **SHIPPED_INPUT_SPEC,
+        "pixel_mm": pixel_mm,
+        "postprocess_open_mm": open_mm,
+        "field_of_view": f"each slice resampled to {pixel_mm} mm pixels and centred in an air-padded canvas "
+        "of at least "
+        "128x128 (a multiple of 16); class scores resampled back onto the input grid",
+    }
     return {
-        "name": name, "version": version, "task": "segmentation",
+        "name": name,
+        "version": version,
+        "task": "segmentation",
         "architecture": "MONAI UNet 2D (slice-wise), organ + tumour cascade",
-        "arch_params": {"arch": "cascade2d", "out_channels": 3, "organ": UNET_ARCH, "tumour": UNET_ARCH, "region": "organ"},
+        "arch_params": {
+            "arch": "cascade2d",
+            "out_channels": 3,
+            "organ": UNET_ARCH,
+            "tumour": UNET_ARCH,
+            "region": "organ",
+        },
         "input_spec": spec,
-        "training_data": "LiTS (Bilic et al., MedIA 2023): 660 axial slices of 16 patients (volumes 0, 3-5, 7-12, 14-16, 18, "
-                         "22, 23), every 2nd liver slice plus one liver-free slice above and below; manual liver/tumour labels; "
-                         "green channel of the distributed JPEGs = [-40, 160] HU window; 128x128. Two UNets, batch 16, AdamW "
-                         "2e-3 cosine, flips/rot90/affine/intensity/gamma/noise augmentation: " + recipe_text(organ_result)
-                         + "; " + recipe_text(tumour_result) + ". CPU only.",
+        "training_data": "LiTS (Bilic et al., MedIA 2023): 660 axial slices of 16 patients "
+        "(volumes 0, 3-5, 7-12, 14-16, 18, "
+        "22, 23), every 2nd liver slice plus one liver-free slice above and below; manual liver/tumour labels; "
+        "green channel of the distributed JPEGs = [-40, 160] HU window; 128x128. Two UNets, batch 16, AdamW "
+        "2e-3 cosine, flips/rot90/affine/intensity/gamma/noise augmentation: "
+        + recipe_text(organ_result)
+        + "; "
+        + recipe_text(tumour_result)
+        + ". CPU only.",
         "training": {"organ": organ_result["config"], "tumour": tumour_result["config"]},
         "metrics": metrics or {},
         "licence": "Weights derived from LiTS data (CC BY-NC-SA 4.0): the weights carry non-commercial, "
-                   "share-alike terms (CC BY-NC-SA 4.0). Code: the package licence.",
+        "share-alike terms (CC BY-NC-SA 4.0). Code: the package licence.",
         "intended_use": "Research use only - not a medical device. Liver and liver-tumour segmentation of "
-                        "contrast-enhanced abdominal CT for research, teaching and as a starting point for manual "
-                        "correction; not for diagnosis, treatment planning or any clinical decision.",
-        "weights": "weights.safetensors", "sha256": sha256,
+        "contrast-enhanced abdominal CT for research, teaching and as a starting point for manual "
+        "correction; not for diagnosis, treatment planning or any clinical decision.",
+        "weights": "weights.safetensors",
+        "sha256": sha256,
         "notes": "Slice-wise 2-D model at about 3 mm pixels: coarse boundaries, small tumours are missed. "
-                 "See MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses.",
+        "See MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses.",
     }
 
 
-def write_cascade_model(organ_dir, tumour_dir, dest, *, pixel_mm: float, version: str,
-                        metrics: Optional[dict] = None, open_mm: float = 5.0) -> dict:
+def write_cascade_model(
+    organ_dir, tumour_dir, dest, *, pixel_mm: float, version: str, metrics: Optional[dict] = None, open_mm: float = 5.0
+) -> dict:
     """Merge two slice runs (``weights.safetensors`` + ``result.json``) into a cascade model folder."""
     from safetensors.torch import load_file, save_file
 
@@ -641,13 +726,21 @@ def write_cascade_model(organ_dir, tumour_dir, dest, *, pixel_mm: float, version
 
     organ_dir, tumour_dir, dest = Path(organ_dir), Path(tumour_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    merged = {**{f"organ.{k}": v for k, v in load_file(str(organ_dir / "weights.safetensors")).items()},
-              **{f"tumour.{k}": v for k, v in load_file(str(tumour_dir / "weights.safetensors")).items()}}
+    merged = {
+        **{f"organ.{k}": v for k, v in load_file(str(organ_dir / "weights.safetensors")).items()},
+        **{f"tumour.{k}": v for k, v in load_file(str(tumour_dir / "weights.safetensors")).items()},
+    }
     with atomic_output(dest / "weights.safetensors", ".safetensors") as tmp:
         save_file(merged, str(tmp))
-    card = cascade_card(json.loads((organ_dir / "result.json").read_text()), json.loads((tumour_dir / "result.json").read_text()),
-                        pixel_mm=pixel_mm, version=version, sha256=sha256_of(dest / "weights.safetensors"), metrics=metrics,
-                        open_mm=open_mm)
+    card = cascade_card(
+        json.loads((organ_dir / "result.json").read_text()),
+        json.loads((tumour_dir / "result.json").read_text()),
+        pixel_mm=pixel_mm,
+        version=version,
+        sha256=sha256_of(dest / "weights.safetensors"),
+        metrics=metrics,
+        open_mm=open_mm,
+    )
     (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -660,7 +753,10 @@ def cascade_init(model) -> dict:
     if (card.arch_params or {}).get("arch") != "cascade2d":
         raise MedaiError(f"--init {model}: not an organ + tumour cascade model")
     state = load_weights(card)
-    return {part: {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")} for part in ("organ", "tumour")}
+    return {
+        part: {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
+        for part in ("organ", "tumour")
+    }
 
 
 def train_cascade(
@@ -689,17 +785,40 @@ def train_cascade(
     start = init and cascade_init(init)
     if recipe in ("organ", "tumour"):
         its = organ_iterations if recipe == "organ" else tumour_iterations
-        return train_slice_network(data, out, recipe=recipe, iterations=its, slices=slices, resume=resume,
-                                   init=start and start[recipe], log=log, progress=progress, should_stop=should_stop, **options)
+        return train_slice_network(
+            data,
+            out,
+            recipe=recipe,
+            iterations=its,
+            slices=slices,
+            resume=resume,
+            init=start and start[recipe],
+            log=log,
+            progress=progress,
+            should_stop=should_stop,
+            **options,
+        )
     if recipe != "cascade":
         raise MedaiError(f"unknown --recipe '{recipe}'; use organ, tumour or cascade")
     results = {}
-    its = {"organ": organ_iterations or SLICE_RECIPES["organ"]["iterations"],
-           "tumour": tumour_iterations or SLICE_RECIPES["tumour"]["iterations"]}
+    its = {
+        "organ": organ_iterations or SLICE_RECIPES["organ"]["iterations"],
+        "tumour": tumour_iterations or SLICE_RECIPES["tumour"]["iterations"],
+    }
     total = sum(its.values())
     for part, offset in (("organ", 0), ("tumour", its["organ"])):
         results[part] = train_slice_network(
-            data, out / part, recipe=part, iterations=its[part], slices=slices, resume=resume, init=start and start[part],
-            log=log, progress=lambda i, n, o=offset: progress(o + i, total), should_stop=should_stop, **options)
+            data,
+            out / part,
+            recipe=part,
+            iterations=its[part],
+            slices=slices,
+            resume=resume,
+            init=start and start[part],
+            log=log,
+            progress=lambda i, n, o=offset: progress(o + i, total),
+            should_stop=should_stop,
+            **options,
+        )
     card = write_cascade_model(out / "organ", out / "tumour", out / "model", pixel_mm=pixel_mm, version=version)
     return {"model_dir": str(out / "model"), "organ": results["organ"], "tumour": results["tumour"], "card": card}
