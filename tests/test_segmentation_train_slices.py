@@ -103,6 +103,8 @@ def test_cli_cascade_writes_a_usable_model_and_fold_dice(tmp_path, capsys):
     assert card["input_spec"]["pixel_mm"] == 2.9 and card["arch_params"]["arch"] == "cascade2d"
     assert card["training"]["organ"]["zoom"] == [0.6, 1.6] and "crops in an air canvas" in card["training_data"]
     ct = np.full((3, 40, 50), -1000.0, np.float32)
+    ct[:, 5:35, 5:45] = -100.0  # fat
+    ct[:, 10:30, 10:40] = 50.0  # soft tissue: a CT in HU (segment() refuses pictures)
     r = segment(ct, spacing=(3.0, 1.5, 1.5), model=str(out / "model"), device="cpu")
     assert r.labels.shape == ct.shape
     # a finished run resumes to the same result without training again

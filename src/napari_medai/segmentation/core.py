@@ -1,11 +1,12 @@
 """Liver and tumour segmentation of CT volumes and slices.
 
 The shipped model ``liver-tumor-ct`` is a 2-D MONAI UNet run slice by slice on axial slices: each slice
-is windowed (card ``input_spec.window_hu``), padded to a square field of view in millimetres, resized to
-the model's size, segmented, and the class scores are resized back, so the labels align voxel for voxel
-with the input. Post-processing keeps one 3-D connected liver component (tumour counts as liver;
-the largest, or a near-largest one lying more on the patient's right), keeps tumour only inside
-it, and fills holes slice by slice.
+is windowed (card ``input_spec.window_hu``), resampled to the card's fixed pixel size (``pixel_mm``) in an
+air-padded canvas, segmented, and the class scores are resampled back, so the labels align voxel for voxel
+with the input whatever its field of view. Post-processing keeps one 3-D connected liver component (tumour
+counts as liver; chosen after an opening of ``postprocess_open_mm``: the largest, or a near-largest one
+lying more on the patient's right when the body outline is in view), keeps tumour only inside it, and
+fills holes slice by slice.
 
 ``model`` may be a registered name, a folder with ``card.json``, a TorchScript file (``.ts``/``.pt``)
 or a MONAI bundle folder, which runs with the bundle's own transforms (:mod:`.bundle`). Research use
