@@ -4,7 +4,9 @@
 
 Default files: the packaged sample CT (30x101x122, 3 mm) and, when ../shared/data is present, the full
 abdominal CT (146x512x512). Reports the best of ``--repeats`` runs (the first run includes model loading)
-and the model-load time separately.
+and the model-load time separately. ``--compare-fov`` also times the version 1.2 field of view (each slice
+padded to a square and resized to 128 px, ``input_spec.pixel_mm`` unset) in the same process and reports the
+ratio (fixed pixel size / square field of view): on a shared machine only such ratios compare.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-anchor", action="store_true", help="skip the MONAI 3-D sliding-window anchor")
+    ap.add_argument("--compare-fov", action="store_true", help="also time the v1.2 square field of view (same process)")
     args = ap.parse_args()
     import torch
 
@@ -44,7 +47,7 @@ def main() -> None:
         if shared and (shared / "ct/full-abdomen/abdomen_ct_512x512x146.nii.gz").is_file():
             files.append(shared / "ct/full-abdomen/abdomen_ct_512x512x146.nii.gz")
     t = time.perf_counter()
-    load_model(None, "cpu" if args.device == "cpu" else args.device)
+    lm = load_model(None, "cpu" if args.device == "cpu" else args.device)
     report = {"device": args.device, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
               "model_load_s": round(time.perf_counter() - t, 3), "cases": []}
     for path in files:
@@ -56,7 +59,19 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         report["cases"].append({"file": path.name, "shape": list(img.data.shape), "best_s": round(min(times), 2),
                                 "all_s": [round(x, 2) for x in times], "slices_per_s": round(img.data.shape[0] / min(times), 1),
-                                "volumes_ml": r.volumes_ml})
+                                "volumes_ml": r.volumes_ml, "pixel_mm": lm.spec.get("pixel_mm")})
+        if args.compare_fov and lm.spec.get("pixel_mm"):
+            pixel, old = lm.spec["pixel_mm"], []
+            lm.spec["pixel_mm"] = None  # benchmark only: the v1.2 square field of view on the cached model
+            try:
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    segment(img.data, spacing=img.geometry.spacing, affine=img.geometry.affine_ras(), device=args.device)
+                    old.append(time.perf_counter() - t)
+            finally:
+                lm.spec["pixel_mm"] = pixel
+            report["cases"][-1]["square_fov_best_s"] = round(min(old), 2)
+            report["cases"][-1]["pixel_over_square_fov"] = round(min(times) / min(old), 3)
         if not args.no_anchor:
             anchor_s = anchor_seconds(img.data, args.device, args.repeats)
             report["cases"][-1]["anchor_monai_3d_s"] = round(anchor_s, 2)

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_medai.data_paths import shared_data_dir
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
 from napari_medai.segmentation.core import canonical_orientation, segment, to_canonical
 
 HERE = Path(__file__).resolve().parent
-CT = HERE.parents[1].parent / "shared" / "data" / "ct"
+CT = (shared_data_dir() or HERE.parents[1].parent / "shared" / "data") / "ct"  # $NAPARI_MEDAI_DATA
 
 
 def dice(a, b):

@@ -1,8 +1,11 @@
 """Aggregate the CV folds from their saved weights, with the inference decision rule of the package.
 
-  python training/segmentation/summarize_cv.py --tag v3_ [--out results/cv_v3.json]
+  python training/segmentation/summarize_cv.py --tag v3_tumour_ --organ-tag v1_organ_ [--out results/cv.json]
 
-For each fold, the held-out patients' slices (128x128 cache) are segmented with argmax and with the
+Fold runs come from run_all.sh (``napari-medai train segment --recipe organ|tumour --fold k``); the slices
+are read from ``$NAPARI_MEDAI_DATA/ct/lits-slices-2d`` exactly as the trainer reads them (128x128).
+
+For each fold, the held-out patients' slices (at 128x128) are segmented with argmax and with the
 "region" rule of napari_medai.segmentation.core (organ = p(liver)+p(tumour) > p(background), tumour
 inside it where p(tumour) > p(liver)). Reports per-fold Dice pooled over the fold's slices as mean ± sd
 over folds (never the best fold), and per-patient Dice as mean ± sd over the 16 held-out patients.
@@ -12,17 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from train2d import build, dice  # noqa: E402
+from napari_medai.data_paths import shared_data_dir
+from napari_medai.segmentation.core import _scores_to_labels
+from napari_medai.segmentation.networks import build_network
+from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder
+from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 
-from napari_medai.segmentation.core import _scores_to_labels  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
+
+def lits_slices() -> dict:
+    """The LiTS slices at 128x128 as the trainer reads them."""
+    root = shared_data_dir()
+    if root is None:
+        raise SystemExit("no data: set NAPARI_MEDAI_DATA or provide ../shared/data")
+    return load_slice_folder(root / "ct" / "lits-slices-2d")
 
 
 def fold_scores(k: int, tag: str, organ_tag: str | None, region: str, x, vol):
@@ -35,18 +47,14 @@ def fold_scores(k: int, tag: str, organ_tag: str | None, region: str, x, vol):
     va = np.isin(vol, meta["val_volumes"])
     organ_meta = None
     if organ_tag:
-        from napari_medai.segmentation.networks import build_network
-
-        unet = {"arch": "unet2d", "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128, 256],
-                "strides": [2, 2, 2, 2], "num_res_units": 2}
-        net = build_network({"arch": "cascade2d", "organ": unet, "tumour": unet, "region": region})
+        net = build_network({"arch": "cascade2d", "organ": UNET_ARCH, "tumour": UNET_ARCH, "region": region})
         organ_run = HERE / "runs" / f"{organ_tag}fold{k}"
         organ_meta = json.loads((organ_run / "result.json").read_text())
         assert organ_meta["val_volumes"] == meta["val_volumes"]
         net.organ.load_state_dict(load_file(str(organ_run / "weights.safetensors")))
         net.tumour.load_state_dict(load_file(str(run / "weights.safetensors")))
     else:
-        net = build()
+        net = build_network(UNET_ARCH)
         net.load_state_dict(load_file(str(run / "weights.safetensors")))
     net.eval()
     with torch.no_grad():
@@ -64,7 +72,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    d = np.load(HERE / "cache" / "lits_128.npz")
+    d = lits_slices()
     x, y, vol = d["x"], d["y"], d["vol"]
     res = {"folds": [], "per_patient": {}}
     for k in range(args.folds):

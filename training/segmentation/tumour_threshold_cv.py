@@ -2,31 +2,32 @@
 network's share q = p(tumour) / (p(liver) + p(tumour)) exceeds tau inside the organ region (shipped: 0.5),
 with tau chosen per fold on the other three folds.
 
-  PYTHONPATH=src python training/segmentation/tumour_threshold_cv.py
+  python training/segmentation/tumour_threshold_cv.py [--tag v3_tumour_ --organ-tag v1_organ_]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
 
 import numpy as np
 import torch
+from summarize_cv import fold_scores, lits_slices  # the sibling script (this folder is on sys.path when run)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from summarize_cv import fold_scores  # noqa: E402
-from train2d import dice  # noqa: E402
+from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 
 TAUS = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tag", default="v3_tumour_")
+    ap.add_argument("--organ-tag", default="v1_organ_")
+    args = ap.parse_args()
     torch.set_num_threads(1)
-    d = np.load(HERE / "cache" / "lits_128.npz")
+    d = lits_slices()
     x, y, vol = d["x"], d["y"], d["vol"]
     table = {}
     for k in range(4):
-        scores, va, _, _ = fold_scores(k, "v3_", "v1_", "organ", x, vol)
+        scores, va, _, _ = fold_scores(k, args.tag, args.organ_tag, "organ", x, vol)
         p = torch.softmax(scores, 1).numpy()
         organ = p[:, 0] < 0.5
         share = p[:, 2] / (p[:, 1] + p[:, 2] + 1e-9)

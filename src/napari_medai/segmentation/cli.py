@@ -23,17 +23,35 @@ def register(groups) -> None:
 
     t = groups.train.add_parser(
         "segment",
-        help="train a segmentation model on a Medical Segmentation Decathlon folder",
-        description="Train on an MSD layout (dataset.json, imagesTr/, labelsTr/). Holds out a fraction of the cases "
-        "for validation Dice, writes checkpoints and a model folder (card.json + weights.safetensors) usable with "
-        "`segment --model OUTDIR/model`. Research use only.",
+        help="train a segmentation model (MSD folder, or the LiTS slice folder of the shipped model)",
+        description="Train on an MSD layout (dataset.json, imagesTr/, labelsTr/): holds out a fraction of the cases "
+        "for validation Dice. Or on a LiTS 2-D slice folder (index.csv, images/, masks/: ct/lits-slices-2d of the "
+        "project data) with --recipe organ|tumour|cascade: the shipped liver-tumor-ct recipe (its model card gives "
+        "the command). Writes checkpoints (--resume continues) and a model folder (card.json + "
+        "weights.safetensors) usable with `segment --model OUTDIR/model`. Research use only.",
     )
-    t.add_argument("--data", required=True, metavar="DIR", help="folder with dataset.json, imagesTr/ and labelsTr/")
-    t.add_argument("--arch", default="unet2d", choices=["unet2d", "unet3d", "vnet", "basicunetplusplus", "segresnet", "dynunet"])
+    t.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="MSD folder (dataset.json, imagesTr/, labelsTr/) or LiTS slice folder (index.csv)",
+    )
+    t.add_argument(
+        "--arch", default="unet2d", choices=["unet2d", "unet3d", "vnet", "basicunetplusplus", "segresnet", "dynunet"]
+    )
     t.add_argument("--epochs", type=int, default=50, metavar="N")
-    t.add_argument("--resume", default=None, metavar="CKPT", help="checkpoint_last.pt of an earlier run")
+    t.add_argument(
+        "--resume",
+        default=None,
+        nargs="?",
+        const="auto",
+        metavar="CKPT",
+        help="MSD: checkpoint_last.pt of an earlier run; slice folder: continue OUTDIR's checkpoints (no value needed)",
+    )
     t.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    t.add_argument("--window", default=None, metavar="LO,HI", help="HU window (default -40,160 for CT; z-score otherwise)")
+    t.add_argument(
+        "--window", default=None, metavar="LO,HI", help="HU window (default -40,160 for CT; z-score otherwise)"
+    )
     t.add_argument("--size", type=int, default=128, help="2-D: slice size (default 128)")
     t.add_argument("--roi", type=int, default=64, help="3-D: cubic patch size (default 64, a multiple of 16)")
     t.add_argument("--batch-size", type=int, default=None)
@@ -43,6 +61,48 @@ def register(groups) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true")
+    s = t.add_argument_group("LiTS slice folder (the shipped cascade)")
+    s.add_argument(
+        "--recipe",
+        default="cascade",
+        choices=["organ", "tumour", "cascade"],
+        help="one network of the cascade, or both plus OUTDIR/model (default)",
+    )
+    s.add_argument(
+        "--iterations", type=int, default=None, help="--recipe organ/tumour: optimiser steps (defaults 1334 / 1000)"
+    )
+    s.add_argument(
+        "--organ-iterations", type=int, default=None, help="--recipe cascade: organ network steps (default 1334)"
+    )
+    s.add_argument(
+        "--tumour-iterations", type=int, default=None, help="--recipe cascade: tumour network steps (default 1000)"
+    )
+    s.add_argument(
+        "--fold", type=int, default=-1, help="hold out this patient-grouped fold (-1: train on all patients)"
+    )
+    s.add_argument("--folds", type=int, default=4)
+    s.add_argument(
+        "--zoom",
+        default=None,
+        metavar="LO,HI",
+        help="scale augmentation range (defaults organ 0.8,1.25; tumour 0.67,1.5)",
+    )
+    s.add_argument(
+        "--crop-prob",
+        type=float,
+        default=0.0,
+        help="share of samples cropped into an air canvas (cuts liver and body outline)",
+    )
+    s.add_argument(
+        "--tumour-oversample",
+        type=float,
+        default=None,
+        help="sampling weight of tumour slices (defaults organ 2, tumour 4)",
+    )
+    s.add_argument("--init", default=None, metavar="MODEL", help="fine-tune from a cascade model (e.g. liver-tumor-ct)")
+    s.add_argument("--checkpoint-every", type=int, default=100, metavar="N")
+    s.add_argument("--pixel-mm", type=float, default=3.0, help="inference pixel size written on the card (default 3.0)")
+    s.add_argument("--version", default="dev", help="version written on the card")
     t.set_defaults(func=run_train)
 
     e = groups.evaluate.add_parser(
@@ -58,8 +118,11 @@ def register(groups) -> None:
 
 
 def _model_record(model) -> dict:
-    return {"name": getattr(model, "name", str(model)), "version": getattr(model, "version", None),
-            "sha256": getattr(model, "sha256", None)}
+    return {
+        "name": getattr(model, "name", str(model)),
+        "version": getattr(model, "version", None),
+        "sha256": getattr(model, "sha256", None),
+    }
 
 
 def run_segment(args) -> int:
@@ -128,8 +191,10 @@ def run_evaluate(args) -> int:
     if pred.rgb or gt.rgb:
         raise MedaiError("label files must be grey-level label images, not RGB")
     if pred.data.shape != gt.data.shape:
-        raise MedaiError(f"shapes differ: prediction {pred.data.shape} vs ground truth {gt.data.shape}; "
-                         "resample the prediction onto the ground-truth grid first")
+        raise MedaiError(
+            f"shapes differ: prediction {pred.data.shape} vs ground truth {gt.data.shape}; "
+            "resample the prediction onto the ground-truth grid first"
+        )
     if not pred.geometry.matches(gt.geometry, atol=1e-3):
         raise MedaiError("the affines of prediction and ground truth differ; they are not on the same voxel grid")
     for label_image, which in ((pred, "prediction"), (gt, "ground truth")):
@@ -147,13 +212,25 @@ def run_evaluate(args) -> int:
     for v in values:
         key = names.get(v, str(v))
         pm, gm = p == v, g == v
-        per_label[key] = {"label": v, "dice": dice(pm, gm), "pred_ml": round(int(pm.sum()) * voxel_ml, 3),
-                          "gt_ml": round(int(gm.sum()) * voxel_ml, 3)}
-    document = {"pred": str(args.pred), "gt": str(args.gt), "shape": list(g.shape), "spacing": list(gt.geometry.spacing),
-                "labels": per_label}
+        per_label[key] = {
+            "label": v,
+            "dice": dice(pm, gm),
+            "pred_ml": round(int(pm.sum()) * voxel_ml, 3),
+            "gt_ml": round(int(gm.sum()) * voxel_ml, 3),
+        }
+    document = {
+        "pred": str(args.pred),
+        "gt": str(args.gt),
+        "shape": list(g.shape),
+        "spacing": list(gt.geometry.spacing),
+        "labels": per_label,
+    }
     if names and 1 in values:
-        document["whole_liver"] = {"dice": dice(p >= 1, g >= 1), "pred_ml": round(int((p >= 1).sum()) * voxel_ml, 3),
-                                   "gt_ml": round(int((g >= 1).sum()) * voxel_ml, 3)}
+        document["whole_liver"] = {
+            "dice": dice(p >= 1, g >= 1),
+            "pred_ml": round(int((p >= 1).sum()) * voxel_ml, 3),
+            "gt_ml": round(int((g >= 1).sum()) * voxel_ml, 3),
+        }
     if args.json:
         emit_json(document)
     else:
@@ -168,16 +245,90 @@ def run_evaluate(args) -> int:
 
 def run_train(args) -> int:
     from ..cli.main import cli_progress, emit_json
-    from .train import train_msd
+    from .train import is_slice_folder, train_msd
 
+    if is_slice_folder(args.data):
+        return _run_train_slices(args)
     summary = train_msd(
-        args.data, args.output, arch=args.arch, epochs=args.epochs, resume=args.resume, window=args.window,
-        size=args.size, roi=args.roi, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
-        max_iterations=args.max_iterations, device=args.device, seed=args.seed,
-        progress=cli_progress(not args.json), log=None if args.json else print,
+        args.data,
+        args.output,
+        arch=args.arch,
+        epochs=args.epochs,
+        resume=args.resume,
+        window=args.window,
+        size=args.size,
+        roi=args.roi,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        max_iterations=args.max_iterations,
+        device=args.device,
+        seed=args.seed,
+        progress=cli_progress(not args.json),
+        log=None if args.json else print,
     )
     if args.json:
         emit_json(summary)
     else:
         print(f"model written to {summary['model_dir']} (best validation Dice {summary['best_val_dice']})")
+    return 0
+
+
+def _run_train_slices(args) -> int:
+    from pathlib import Path
+
+    from ..cli.main import cli_progress, emit_json
+    from ..errors import MedaiError
+    from .train import train_cascade
+
+    out = Path(args.output).expanduser().resolve()
+    if args.resume not in (None, "auto"):
+        ckpt = Path(args.resume).expanduser().resolve()
+        if out not in (ckpt, *ckpt.parents):
+            raise MedaiError(
+                f"--resume {args.resume}: a slice-folder run resumes from its own OUTDIR; "
+                f"give -o {ckpt.parent} or plain --resume"
+            )
+    zoom = None
+    if args.zoom:
+        try:
+            zoom = tuple(float(v) for v in args.zoom.split(","))
+        except ValueError:
+            raise MedaiError(f"bad --zoom '{args.zoom}'; write LO,HI such as 0.6,1.6") from None
+        if len(zoom) != 2:
+            raise MedaiError(f"bad --zoom '{args.zoom}'; write LO,HI such as 0.6,1.6")
+    organ_its, tumour_its = args.organ_iterations, args.tumour_iterations
+    if args.recipe == "organ" and args.iterations:
+        organ_its = args.iterations
+    if args.recipe == "tumour" and args.iterations:
+        tumour_its = args.iterations
+    summary = train_cascade(
+        args.data,
+        out,
+        recipe=args.recipe,
+        organ_iterations=organ_its,
+        tumour_iterations=tumour_its,
+        pixel_mm=args.pixel_mm,
+        version=args.version,
+        init=args.init,
+        resume=args.resume is not None,
+        fold=args.fold,
+        folds=args.folds,
+        zoom=zoom,
+        crop_prob=args.crop_prob,
+        tumour_oversample=args.tumour_oversample,
+        batch_size=args.batch_size or 16,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        progress=cli_progress(not args.json),
+        log=None if args.json else print,
+    )
+    if args.json:
+        emit_json(summary)
+    elif "model_dir" in summary:
+        print(f"model written to {summary['model_dir']}")
+    else:
+        dice = {k: round(summary[k], 4) for k in ("liver_dice", "tumour_dice") if k in summary}
+        print(f"network written to {out / 'weights.safetensors'} {dice or ''}")
     return 0

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -329,3 +330,495 @@ def train_msd(
             "epochs_run": len(history), "best_val_dice": round(best, 4), "history": history,
             "train_cases": len(train_idx), "val_cases": len(val_idx), "device": choice.name,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ------------------------------------------------------------------------------------ LiTS 2-D slices
+# The shipped cascade ``liver-tumor-ct`` is trained here, on the LiTS slice folder of the project data
+# (``ct/lits-slices-2d``: ``index.csv`` + JPEG images whose green channel is the [-40, 160] HU window +
+# PNG masks 0/1/2). ``train segment --data .../lits-slices-2d --recipe cascade`` reproduces it; the
+# research scripts in ``training/segmentation/`` call this code (one trainer).
+
+UNET_ARCH = {
+    "arch": "unet2d",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 3,
+    "channels": [16, 32, 64, 128, 256],
+    "strides": [2, 2, 2, 2],
+    "num_res_units": 2,
+}
+SLICE_RECIPES = {
+    # organ network: the liver+tumour region (per-sample DiceCE)
+    "organ": {"loss": "dicece", "zoom": [0.8, 1.25], "tumour_oversample": 2.0, "iterations": 1334},
+    # tumour network: liver vs tumour inside the region (batch Dice without background + CE 1/1/6)
+    "tumour": {"loss": "batch_dice_weighted_ce", "zoom": [1 / 1.5, 1.5], "tumour_oversample": 4.0, "iterations": 1000},
+}
+CLASS_WEIGHTS = (1.0, 1.0, 6.0)
+SHIPPED_INPUT_SPEC = {
+    "window_hu": [-40, 160],
+    "size": [128, 128],
+    "axes": "slice-wise axial",
+    "orientation": "radiological (rows anterior->posterior, columns patient right->left)",
+    "labels": {"1": "liver", "2": "tumour"},
+    "decision": "region",
+    # portal-venous training data; outside this the result carries a warning note
+    "liver_hu_range": [70, 200],
+}
+
+
+def is_slice_folder(folder) -> bool:
+    """A LiTS-style 2-D slice folder (``index.csv`` with volume, image and mask columns)."""
+    index = Path(folder).expanduser() / "index.csv"
+    if not index.is_file():
+        return False
+    head = index.read_text().splitlines()[:1]
+    return bool(head) and {"volume", "image", "mask"} <= set(head[0].split(","))
+
+
+def load_slice_folder(folder, size: int = 128) -> dict:
+    """X (N, size, size) float32 in [0, 1] (green channel / 255, block mean), y (N, size, size) uint8
+    (centre sample), vol (N,) patient ids, mask (N,) mask paths; ``size`` must divide the slice size."""
+    import csv
+
+    from PIL import Image
+
+    folder = Path(folder).expanduser()
+    if not is_slice_folder(folder):
+        raise MedaiError(
+            f"{folder} has no index.csv with volume,image,mask columns; give the LiTS slice folder (ct/lits-slices-2d)"
+        )
+    with open(folder / "index.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    xs, ys, vols, masks = [], [], [], []
+    for row in rows:
+        img = np.asarray(Image.open(folder / row["image"]))
+        img = (img[..., 1] if img.ndim == 3 else img).astype(np.float32) / 255.0
+        mask = np.asarray(Image.open(folder / row["mask"]))
+        n = img.shape[0]
+        if img.shape != (n, n) or mask.shape != img.shape or n % size:
+            raise MedaiError(
+                f"{row['image']}: slices must be square with a side divisible by --size {size}, got {img.shape}"
+            )
+        f = n // size
+        xs.append(img.reshape(size, f, size, f).mean(axis=(1, 3)))
+        ys.append(mask[f // 2 :: f, f // 2 :: f].astype(np.uint8))
+        vols.append(int(row["volume"]))
+        masks.append(row["mask"])
+    if len(xs) < 2:
+        raise MedaiError(f"{folder}/index.csv lists {len(xs)} slice(s); at least 2 are needed")
+    return {"x": np.stack(xs).astype(np.float32), "y": np.stack(ys), "vol": np.array(vols), "mask": np.array(masks)}
+
+
+def patient_folds(vol: np.ndarray, k: int) -> list:
+    """Patient-grouped folds, fixed by seed 0 (the project's LiTS cross-validation)."""
+    ids = np.random.default_rng(0).permutation(np.unique(vol))
+    return [ids[i::k] for i in range(k)]
+
+
+def augment_slices(x, y, g, zoom=(0.8, 1.25), crop_prob: float = 0.0, crop_frac=(0.3, 0.8)):
+    """X (B,1,H,W) in [0, 1], y (B,1,H,W) float labels. Rotation (±15°, 90° steps 30 %), zoom log-uniform
+    in ``zoom``, flips 20 %, shift ±10 %, then with probability ``crop_prob`` a random crop (side
+    ``crop_frac`` of the slice, around a liver pixel when there is one) set in an air canvas (image and
+    label 0 outside: the liver and the body outline are cut, as in a cropped scan), then contrast /
+    brightness, gamma and noise. The random draws without crops are exactly those of the research
+    script that trained liver-tumor-ct 1.2."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+    r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    ang = (r(b) - 0.5) * 2 * math.radians(15) + torch.randint(0, 4, (b,), generator=g) * (math.pi / 2) * (r(b) < 0.3)
+    lo, hi = math.log(zoom[0]), math.log(zoom[1])
+    sc = torch.exp(lo + r(b) * (hi - lo))
+    flip = torch.where(r(b) < 0.2, -1.0, 1.0)
+    tx, ty = (r(b) - 0.5) * 0.2, (r(b) - 0.5) * 0.2
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * flip, -sin, tx
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin * flip, cos, ty
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if crop_prob > 0:
+        h, w = x.shape[-2:]
+        keep = torch.zeros_like(x, dtype=torch.bool)
+        for i in range(b):
+            if r(1).item() >= crop_prob:
+                keep[i] = True
+                continue
+            ch = int(h * (crop_frac[0] + (crop_frac[1] - crop_frac[0]) * r(1).item()))
+            cw = int(w * (crop_frac[0] + (crop_frac[1] - crop_frac[0]) * r(1).item()))
+            liver = torch.nonzero(y[i, 0] > 0)
+            if len(liver):
+                cy, cx = (int(v) for v in liver[int(torch.randint(0, len(liver), (1,), generator=g))])
+            else:
+                cy, cx = int(r(1).item() * h), int(r(1).item() * w)
+            top = int(min(max(0, cy - int(ch * r(1).item())), h - ch))
+            left = int(min(max(0, cx - int(cw * r(1).item())), w - cw))
+            keep[i, :, top : top + ch, left : left + cw] = True
+        x, y = x * keep, y * keep
+    a = 1 + (r(b, 1, 1, 1) - 0.5) * 0.4
+    s = (r(b, 1, 1, 1) - 0.5) * 0.25
+    x = (x * a + s).clamp(0, 1)
+    gam = torch.exp((r(b, 1, 1, 1) - 0.5) * 0.6)
+    x = x.clamp_min(1e-6) ** gam
+    x = x + torch.randn(x.shape, generator=g) * (r(b, 1, 1, 1) * 0.05)
+    return x.clamp(0, 1), y
+
+
+def train_slice_network(
+    data,
+    output,
+    *,
+    recipe: str = "organ",
+    iterations: Optional[int] = None,
+    fold: int = -1,
+    folds: int = 4,
+    zoom: Optional[tuple] = None,
+    crop_prob: float = 0.0,
+    tumour_oversample: Optional[float] = None,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    init: Optional[dict] = None,
+    resume: bool = False,
+    checkpoint_every: int = 100,
+    seed: int = 0,
+    slices: Optional[dict] = None,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Train one 2-D UNet of the cascade (``recipe`` "organ" or "tumour", see :data:`SLICE_RECIPES`) on
+    a LiTS slice folder at 128x128, CPU, batch ``batch_size``, AdamW with 50 warm-up steps and cosine
+    decay over ``iterations``. ``fold`` >= 0 holds out that patient-grouped fold and reports its Dice.
+    Writes ``output/weights.safetensors`` and ``result.json`` (the layout the CV scripts read),
+    ``checkpoint_last.pt`` every ``checkpoint_every`` steps (``resume=True`` continues from it, with the
+    random state, so a resumed run equals an uninterrupted one) and ``log.json``. ``init``: a state dict
+    to start from (fine-tuning)."""
+    import torch
+    from monai.losses import DiceCELoss
+    from safetensors.torch import save_file
+
+    from ..io.writers import atomic_output
+    from .metrics import dice
+    from .networks import build_network
+
+    progress, should_stop = callbacks(progress, should_stop)
+    log = log or (lambda message: None)
+    if recipe not in SLICE_RECIPES:
+        raise MedaiError(f"unknown --recipe '{recipe}'; use organ, tumour or cascade")
+    base = SLICE_RECIPES[recipe]
+    iterations = int(iterations or base["iterations"])
+    zoom = tuple(float(v) for v in (zoom or base["zoom"]))
+    if iterations < 1 or not 0 < zoom[0] <= zoom[1] or not 0 <= crop_prob <= 1:
+        raise MedaiError("need --iterations >= 1, a zoom range 0 < LO <= HI and 0 <= --crop-prob <= 1")
+    oversample = float(tumour_oversample if tumour_oversample is not None else base["tumour_oversample"])
+    config = {
+        "recipe": recipe,
+        "iterations": iterations,
+        "fold": fold,
+        "folds": folds,
+        "zoom": list(zoom),
+        "crop_prob": crop_prob,
+        "tumour_oversample": oversample,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "init": bool(init),
+        "size": 128,
+    }
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise MedaiError(f"output {out} is a file; give a folder")
+    d = slices if slices is not None else load_slice_folder(data)
+    x, y, vol = d["x"], d["y"], d["vol"]
+    if fold >= 0:
+        if not 0 <= fold < folds:
+            raise MedaiError(f"--fold {fold} outside 0..{folds - 1}")
+        val_ids = patient_folds(vol, folds)[fold]
+        va = np.isin(vol, val_ids)
+    else:
+        val_ids, va = np.array([], int), np.zeros(len(vol), bool)
+    xtr, ytr = x[~va], y[~va]
+    weights = np.where(ytr.reshape(len(ytr), -1).max(1) == 2, oversample, 1.0)
+    xt, yt = torch.from_numpy(xtr[:, None]), torch.from_numpy(ytr[:, None].astype(np.float32))
+    w = torch.from_numpy(weights / weights.sum())
+    torch.manual_seed(seed)
+    net = build_network(UNET_ARCH)
+    if init:
+        net.load_state_dict(init)
+    if base["loss"] == "dicece":
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=1.0, lambda_dice=1.0)
+    else:
+        loss_fn = DiceCELoss(
+            to_onehot_y=True, softmax=True, batch=True, include_background=False, weight=torch.tensor(CLASS_WEIGHTS)
+        )
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(fold + 1 + seed)
+    it, losses, seconds = 0, [], 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint_last.pt"
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+        if json.loads(ckpt["config"]) != config:
+            raise MedaiError(
+                f"{ckpt_path} was written with other settings ({ckpt['config']}); resume with the same options"
+            )
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        it, losses, seconds = int(ckpt["iteration"]), json.loads(ckpt["losses"]), float(ckpt["seconds"])
+        log(f"{recipe}: resumed at iteration {it} of {iterations}")
+
+    def save_checkpoint():
+        with atomic_output(ckpt_path, ".pt") as tmp:
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": g.get_state(),
+                    "iteration": it,
+                    "losses": json.dumps(losses),
+                    "seconds": seconds,
+                    "config": json.dumps(config),
+                },
+                str(tmp),
+            )
+
+    t0 = time.perf_counter() - seconds
+    while it < iterations:
+        check_stop(should_stop)
+        lr_now = lr * min(1.0, (it + 1) / 50) * 0.5 * (1 + math.cos(math.pi * it / iterations))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        idx = torch.multinomial(w, batch_size, replacement=True, generator=g)
+        xb, yb = augment_slices(xt[idx], yt[idx], g, zoom=zoom, crop_prob=crop_prob)
+        net.train()
+        loss = loss_fn(net(xb), yb.round().long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        it += 1
+        seconds = time.perf_counter() - t0
+        progress(it, iterations)
+        if it % 100 == 0:
+            log(f"{recipe}: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
+        if it % max(1, checkpoint_every) == 0 or it == iterations:
+            save_checkpoint()
+    res = {
+        "config": config,
+        "fold": fold,
+        "val_volumes": [int(v) for v in val_ids],
+        "iterations": it,
+        "seconds": round(seconds, 1),
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+    }
+    if va.any():
+        net.eval()
+        with torch.no_grad():
+            p = torch.cat(
+                [net(torch.from_numpy(x[va][i : i + 32, None])).argmax(1) for i in range(0, int(va.sum()), 32)]
+            ).numpy()
+        gt = y[va]
+        res["liver_dice"] = dice(p >= 1, gt >= 1)
+        res["tumour_dice"] = dice(p == 2, gt == 2)
+        res["per_volume"] = {
+            int(v): {
+                "liver": dice(p[vol[va] == v] >= 1, gt[vol[va] == v] >= 1),
+                "tumour": dice(p[vol[va] == v] == 2, gt[vol[va] == v] == 2),
+                "tumour_px": int((gt[vol[va] == v] == 2).sum()),
+            }
+            for v in val_ids
+        }
+    with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "log.json").write_text(
+        json.dumps(
+            {"losses_per_100": [round(float(np.mean(losses[i : i + 100])), 4) for i in range(0, len(losses), 100)]}
+        )
+        + "\n"
+    )
+    return res
+
+
+def cascade_card(
+    organ_result: dict,
+    tumour_result: dict,
+    *,
+    pixel_mm: float,
+    version: str,
+    sha256: str,
+    metrics: Optional[dict] = None,
+    name: str = "liver-tumor-ct",
+    open_mm: float = 5.0,
+) -> dict:
+    """card.json of an organ + tumour cascade (the shipped model's layout) from the two runs' result.json."""
+
+    def recipe_text(res: dict) -> str:
+        c = res["config"]
+        loss = (
+            "per-sample DiceCE"
+            if SLICE_RECIPES[c["recipe"]]["loss"] == "dicece"
+            else "batch Dice without background + CE weights 1/1/6"
+        )
+        crop = f", random crops in an air canvas p={c['crop_prob']}" if c.get("crop_prob") else ""
+        init = ", fine-tuned from the previous weights" if c.get("init") else ""
+        return (
+            f"{c['recipe']} network {res['iterations']} iterations ({loss}, "
+            f"zoom x{c['zoom'][0]:.2f}-{c['zoom'][1]:.2f}, "
+            f"tumour slices x{c['tumour_oversample']:g}{crop}{init})"
+        )
+
+    spec = {
+        **SHIPPED_INPUT_SPEC,
+        "pixel_mm": pixel_mm,
+        "postprocess_open_mm": open_mm,
+        "field_of_view": f"each slice resampled to {pixel_mm} mm pixels and centred in an air-padded canvas "
+        "of at least "
+        "128x128 (a multiple of 16); class scores resampled back onto the input grid",
+    }
+    return {
+        "name": name,
+        "version": version,
+        "task": "segmentation",
+        "architecture": "MONAI UNet 2D (slice-wise), organ + tumour cascade",
+        "arch_params": {
+            "arch": "cascade2d",
+            "out_channels": 3,
+            "organ": UNET_ARCH,
+            "tumour": UNET_ARCH,
+            "region": "organ",
+        },
+        "input_spec": spec,
+        "training_data": "LiTS (Bilic et al., MedIA 2023): 660 axial slices of 16 patients "
+        "(volumes 0, 3-5, 7-12, 14-16, 18, "
+        "22, 23), every 2nd liver slice plus one liver-free slice above and below; manual liver/tumour labels; "
+        "green channel of the distributed JPEGs = [-40, 160] HU window; 128x128. Two UNets, batch 16, AdamW "
+        "2e-3 cosine, flips/rot90/affine/intensity/gamma/noise augmentation: "
+        + recipe_text(organ_result)
+        + "; "
+        + recipe_text(tumour_result)
+        + ". CPU only.",
+        "training": {"organ": organ_result["config"], "tumour": tumour_result["config"]},
+        "metrics": metrics or {},
+        "licence": "Weights derived from LiTS data (CC BY-NC-SA 4.0): the weights carry non-commercial, "
+        "share-alike terms (CC BY-NC-SA 4.0). Code: the package licence.",
+        "intended_use": "Research use only - not a medical device. Liver and liver-tumour segmentation of "
+        "contrast-enhanced abdominal CT for research, teaching and as a starting point for manual "
+        "correction; not for diagnosis, treatment planning or any clinical decision.",
+        "weights": "weights.safetensors",
+        "sha256": sha256,
+        "notes": "Slice-wise 2-D model at about 3 mm pixels: coarse boundaries, small tumours are missed. "
+        "See MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses.",
+    }
+
+
+def write_cascade_model(
+    organ_dir, tumour_dir, dest, *, pixel_mm: float, version: str, metrics: Optional[dict] = None, open_mm: float = 5.0
+) -> dict:
+    """Merge two slice runs (``weights.safetensors`` + ``result.json``) into a cascade model folder."""
+    from safetensors.torch import load_file, save_file
+
+    from ..io.writers import atomic_output
+    from ..runtime.registry import sha256_of
+
+    organ_dir, tumour_dir, dest = Path(organ_dir), Path(tumour_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    merged = {
+        **{f"organ.{k}": v for k, v in load_file(str(organ_dir / "weights.safetensors")).items()},
+        **{f"tumour.{k}": v for k, v in load_file(str(tumour_dir / "weights.safetensors")).items()},
+    }
+    with atomic_output(dest / "weights.safetensors", ".safetensors") as tmp:
+        save_file(merged, str(tmp))
+    card = cascade_card(
+        json.loads((organ_dir / "result.json").read_text()),
+        json.loads((tumour_dir / "result.json").read_text()),
+        pixel_mm=pixel_mm,
+        version=version,
+        sha256=sha256_of(dest / "weights.safetensors"),
+        metrics=metrics,
+        open_mm=open_mm,
+    )
+    (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def cascade_init(model) -> dict:
+    """``{"organ": state dict, "tumour": state dict}`` of a cascade model card (fine-tuning start)."""
+    from ..runtime.registry import load_weights, resolve_model
+
+    card = resolve_model(model, task="segmentation")
+    if (card.arch_params or {}).get("arch") != "cascade2d":
+        raise MedaiError(f"--init {model}: not an organ + tumour cascade model")
+    state = load_weights(card)
+    return {
+        part: {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
+        for part in ("organ", "tumour")
+    }
+
+
+def train_cascade(
+    data,
+    output,
+    *,
+    recipe: str = "cascade",
+    organ_iterations: Optional[int] = None,
+    tumour_iterations: Optional[int] = None,
+    pixel_mm: float = 3.0,
+    version: str = "dev",
+    init=None,
+    resume: bool = False,
+    log: Optional[Callable[[str], None]] = None,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    **options,
+) -> dict:
+    """``train segment`` on a LiTS slice folder: ``recipe`` "organ" or "tumour" trains one network into
+    ``output``; "cascade" trains both (``output/organ``, ``output/tumour``) and writes ``output/model``
+    (card.json + weights.safetensors, usable with ``segment --model``). ``options`` go to
+    :func:`train_slice_network` (fold, zoom, crop_prob, ...)."""
+    progress, should_stop = callbacks(progress, should_stop)
+    out = Path(output).expanduser()
+    slices = load_slice_folder(data)
+    start = init and cascade_init(init)
+    if recipe in ("organ", "tumour"):
+        its = organ_iterations if recipe == "organ" else tumour_iterations
+        return train_slice_network(
+            data,
+            out,
+            recipe=recipe,
+            iterations=its,
+            slices=slices,
+            resume=resume,
+            init=start and start[recipe],
+            log=log,
+            progress=progress,
+            should_stop=should_stop,
+            **options,
+        )
+    if recipe != "cascade":
+        raise MedaiError(f"unknown --recipe '{recipe}'; use organ, tumour or cascade")
+    results = {}
+    its = {
+        "organ": organ_iterations or SLICE_RECIPES["organ"]["iterations"],
+        "tumour": tumour_iterations or SLICE_RECIPES["tumour"]["iterations"],
+    }
+    total = sum(its.values())
+    for part, offset in (("organ", 0), ("tumour", its["organ"])):
+        results[part] = train_slice_network(
+            data,
+            out / part,
+            recipe=part,
+            iterations=its[part],
+            slices=slices,
+            resume=resume,
+            init=start and start[part],
+            log=log,
+            progress=lambda i, n, o=offset: progress(o + i, total),
+            should_stop=should_stop,
+            **options,
+        )
+    card = write_cascade_model(out / "organ", out / "tumour", out / "model", pixel_mm=pixel_mm, version=version)
+    return {"model_dir": str(out / "model"), "organ": results["organ"], "tumour": results["tumour"], "card": card}
