@@ -3,8 +3,8 @@ real figshare queries, widget."""
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import sqlite3
 
 import numpy as np
@@ -258,7 +258,8 @@ def test_cli_build_query_evaluate_json(case_folder, tmp_path, capsys):
     assert [h["label"] for h in doc["hits"]] == ["square"] * 3
     assert doc["vote"][0] == {"label": "square", "count": 3, "fraction": 1.0}
     assert doc["hits"][0]["distance"] <= doc["hits"][1]["distance"]
-    assert main(["retrieve", "evaluate", str(case_folder), "--folds", "2", "-k", "2", "--embedder", "raw-pixels", "--json"]) == 0
+    assert main(["retrieve", "evaluate", str(case_folder), "--folds", "2", "-k", "2", "--embedder", "raw-pixels",
+                 "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["folds"] == 2 and set(doc["summary"]["per_class"]) == {"disc", "square"}
     assert 0.0 <= doc["summary"]["overall"]["mAP"]["mean"] <= 1.0
@@ -269,7 +270,8 @@ def test_cli_build_query_evaluate_json(case_folder, tmp_path, capsys):
                  "--batch-size", "8", "--no-mixed-precision", "--device", "cpu", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["cases"] == 8 and doc["classes"] == ["disc", "square"] and (emb_dir / "model.safetensors").exists()
-    assert main(["retrieve", "build", str(case_folder), "-o", str(tmp_path / "c.medlib"), "--embedder", str(emb_dir), "--json"]) == 0
+    assert main(["retrieve", "build", str(case_folder), "-o", str(tmp_path / "c.medlib"), "--embedder", str(emb_dir),
+                 "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["embedder"] == "my-embedder"
     # refused input: one error line, exit 2
     assert main(["retrieve", "query", str(tmp_path / "missing.medlib"), str(q)]) == 2
@@ -387,8 +389,8 @@ def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     arch = {"widths": [4, 8, 8, 8, 8], "embed_dim": 8}
     paths = []
     for seed in (0, 1):
-        net, arch_out, hist = train_embedder(x, y, n_classes=2, epochs=1, batch_size=8, arch=arch, seed=seed, device="cpu",
-                                          mixed_precision=False)
+        net, arch_out, hist = train_embedder(x, y, n_classes=2, epochs=1, batch_size=8, arch=arch, seed=seed,
+                                             device="cpu", mixed_precision=False)
         assert len(hist) == 1 and np.isfinite(hist[0]["loss"])
         out = export_embedder(net, arch_out, tmp_path / f"tiny-{seed}", classes=["disc", "square"], size=32,
                               training_data="synthetic", notes="test")
@@ -410,10 +412,12 @@ def test_train_export_and_use_a_tiny_cnn_embedder(tmp_path, case_folder):
     from napari_medai.retrieval.train import merge_embedders
 
     both = get_embedder(str(merge_embedders(paths, tmp_path / "tiny-x2")), device="cpu")
-    assert both.dim == 16 and json.loads((tmp_path / "tiny-x2" / "card.json").read_text())["arch_params"]["members"] == 2
+    assert both.dim == 16
+    assert json.loads((tmp_path / "tiny-x2" / "card.json").read_text())["arch_params"]["members"] == 2
     images = [shape_image("disc"), shape_image("square", 2)]
     second = get_embedder(str(paths[1]), device="cpu")
-    np.testing.assert_allclose(both.embed(images), np.hstack([emb.embed(images), second.embed(images)]) / np.sqrt(2), atol=1e-5)
+    np.testing.assert_allclose(both.embed(images), np.hstack([emb.embed(images), second.embed(images)]) / np.sqrt(2),
+                               atol=1e-5)
     with pytest.raises(ValueError, match="same architecture"):
         merge_embedders([paths[0]], tmp_path / "alone")
     # members with different input sizes: the merged model takes images prepared at the largest (48 px)

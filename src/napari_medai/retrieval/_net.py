@@ -93,7 +93,7 @@ def area_weights(n_in: int, n_out: int) -> torch.Tensor:
 
 
 class MSRNetEnsemble(nn.Module):
-    def __init__(self, members: list, input_sizes: "list[int] | None" = None):
+    def __init__(self, members: list, input_sizes: list[int] | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.input_sizes = [int(s) for s in input_sizes] if input_sizes else None
@@ -117,7 +117,7 @@ class MSRNetEnsemble(nn.Module):
         return z, logits
 
 
-def build_net(arch_params: dict) -> "MSRNet | MSRNetEnsemble":
+def build_net(arch_params: dict) -> MSRNet | MSRNetEnsemble:
     n_members = int(arch_params.get("members", 1))
     if n_members > 1:
         single = {k: v for k, v in arch_params.items() if k not in ("members", "member_sizes")}

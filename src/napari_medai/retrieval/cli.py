@@ -9,14 +9,22 @@ import sys
 
 
 def register(groups) -> None:
+    """Add ``retrieve build|query|evaluate`` to the root parser and ``embedder`` to ``train``.
+
+    Args:
+        groups: the CLI's :class:`~napari_medai.cli.main.CommandGroups` (root and ``train`` used here).
+    """
     retrieve = groups.root.add_parser("retrieve", help="nearest-case retrieval (case libraries)")
     sub = retrieve.add_subparsers(dest="retrieve_command", metavar="ACTION", parser_class=type(retrieve))
 
     b = sub.add_parser("build", help="build a case library from a folder (one sub-folder per class) or a CSV")
     b.add_argument("source", metavar="DIR_OR_CSV")
-    b.add_argument("-o", "--output", required=True, metavar="LIBRARY", help="library file to write (e.g. cases.medlib)")
-    b.add_argument("--embedder", default=None, help="model name or folder (default: embedder-brain-mri); 'raw-pixels' for the baseline")
-    b.add_argument("--volumes", choices=["middle", "all"], default="middle", help="3D inputs: middle slice or one case per slice")
+    b.add_argument("-o", "--output", required=True, metavar="LIBRARY",
+                   help="library file to write (e.g. cases.medlib)")
+    b.add_argument("--embedder", default=None,
+                   help="model name or folder (default: embedder-brain-mri); 'raw-pixels' for the baseline")
+    b.add_argument("--volumes", choices=["middle", "all"], default="middle",
+                   help="3D inputs: middle slice or one case per slice")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "numpy"], default="auto")
     b.add_argument("--device", default="auto")
     b.add_argument("--scheduler", help="embed on this Dask cluster (tcp://host:8786) instead of in this process")
@@ -38,7 +46,8 @@ def register(groups) -> None:
     e.add_argument("source", metavar="DIR_OR_CSV")
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("-k", type=int, default=10)
-    e.add_argument("--embedder", default=None, help="model name or folder, or 'raw-pixels' (default: embedder-brain-mri)")
+    e.add_argument("--embedder", default=None,
+                   help="model name or folder, or 'raw-pixels' (default: embedder-brain-mri)")
     e.add_argument("--retrain", action="store_true", help="train a fresh embedder per fold (slow, the honest protocol)")
     e.add_argument("--epochs", type=int, default=30, help="with --retrain")
     e.add_argument("--seed", type=int, default=0)
@@ -46,9 +55,11 @@ def register(groups) -> None:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=run_evaluate)
 
-    t = groups.train.add_parser("embedder", help="train a case embedder (multi-scale residual CNN) on labelled cases")
+    t = groups.train.add_parser("embedder",
+                                help="train a case embedder (multi-scale residual CNN) on labelled cases")
     t.add_argument("source", metavar="DIR_OR_CSV")
-    t.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="folder for model.safetensors + card.json")
+    t.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
+                   help="folder for model.safetensors + card.json")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--size", type=int, default=128)
     t.add_argument("--loss", choices=["ce", "supcon", "ce+supcon"], default="ce+supcon")
@@ -56,7 +67,8 @@ def register(groups) -> None:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--no-mixed-precision", action="store_true", help="train in float32 (default: bf16 autocast where supported)")
+    t.add_argument("--no-mixed-precision", action="store_true",
+                   help="train in float32 (default: bf16 autocast where supported)")
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=run_train)
@@ -69,6 +81,11 @@ def _progress(args):
 
 
 def run_build(args) -> int:
+    """``retrieve build``: embed the cases, save the library file, print or emit its summary.
+
+    Returns:
+        The exit code: 0, or 1 when some cases were skipped as unreadable (listed in the output).
+    """
     from pathlib import Path
 
     from ..cli.main import emit_json
@@ -89,7 +106,8 @@ def run_build(args) -> int:
                                       progress=_progress(args))
     else:
         emb = get_embedder(args.embedder, device=args.device)
-        lib = CaseLibrary.build(args.source, embedder=emb, progress=_progress(args), volumes=args.volumes, index=args.index)
+        lib = CaseLibrary.build(args.source, embedder=emb, progress=_progress(args), volumes=args.volumes,
+                                index=args.index)
     lib.save(out)
     doc = lib.summary()
     doc["failed"] = [{"path": path, "error": error} for path, error in failures]
@@ -104,6 +122,11 @@ def run_build(args) -> int:
 
 
 def run_query(args) -> int:
+    """``retrieve query``: the k nearest cases, the domain verdict and the label vote.
+
+    Returns:
+        The exit code (0); refused input raises :class:`~napari_medai.errors.MedaiError`.
+    """
     from ..cli.main import emit_json
     from .library import CaseLibrary, vote
 
@@ -141,6 +164,11 @@ def run_query(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    """``retrieve evaluate``: grouped K-fold mAP / P@k / R@k, overall and per class (mean ± std over folds).
+
+    Returns:
+        The exit code (0).
+    """
     from ..cli.main import emit_json
     from .evaluate import evaluate_folds
 
@@ -154,12 +182,15 @@ def run_evaluate(args) -> int:
     else:
         s = doc["summary"]
         k = args.k
-        print(f"{doc['cases']} cases, {doc['folds']} folds grouped by {doc['grouping']}, embedder {doc['embedder']}")
+        print(f"{doc['cases']} cases, {doc['folds']} folds grouped by {doc['grouping']}, "
+              f"embedder {doc['embedder']}")
         o = s["overall"]
-        print(f"overall  mAP {o['mAP']['mean']:.4f} ± {o['mAP']['std']:.4f}   P@{k} {o[f'P@{k}']['mean']:.4f} ± {o[f'P@{k}']['std']:.4f}   "
+        print(f"overall  mAP {o['mAP']['mean']:.4f} ± {o['mAP']['std']:.4f}   "
+              f"P@{k} {o[f'P@{k}']['mean']:.4f} ± {o[f'P@{k}']['std']:.4f}   "
               f"R@{k} {o[f'R@{k}']['mean']:.4f}")
         for c, v in s["per_class"].items():
-            print(f"{c:16s} mAP {v['mAP']['mean']:.4f} ± {v['mAP']['std']:.4f}   P@{k} {v[f'P@{k}']['mean']:.4f} ± {v[f'P@{k}']['std']:.4f}   "
+            print(f"{c:16s} mAP {v['mAP']['mean']:.4f} ± {v['mAP']['std']:.4f}   "
+                  f"P@{k} {v[f'P@{k}']['mean']:.4f} ± {v[f'P@{k}']['std']:.4f}   "
                   f"R@{k} {v[f'R@{k}']['mean']:.4f}")
         if doc.get("note"):
             print("note: " + doc["note"])
@@ -167,6 +198,11 @@ def run_evaluate(args) -> int:
 
 
 def run_train(args) -> int:
+    """``train embedder``: train on the labelled cases and write model.safetensors + card.json.
+
+    Returns:
+        The exit code (0).
+    """
     from pathlib import Path
 
     import numpy as np
@@ -178,7 +214,9 @@ def run_train(args) -> int:
     x, labels, paths, _ = load_prepared(args.source, args.size, progress=_progress(args))
     classes = sorted(set(labels.tolist()))
     y = np.searchsorted(classes, labels)
-    log = None if args.json else (lambda r: print(f"epoch {r['epoch']}: loss {r['loss']:.3f} train acc {r['train_acc']:.3f}", file=sys.stderr))
+    log = None if args.json else (
+        lambda r: print(f"epoch {r['epoch']}: loss {r['loss']:.3f} train acc {r['train_acc']:.3f}", file=sys.stderr)
+    )
     net, arch, hist = train_embedder(
         x, y, n_classes=len(classes), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         seed=args.seed, threads=args.threads, device=args.device, log=log,

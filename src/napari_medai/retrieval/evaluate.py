@@ -53,12 +53,39 @@ def evaluate_folds(
     should_stop: Optional[Callable[[], bool]] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> dict:
+    """Grouped K-fold retrieval evaluation: each fold queries a library of the other folds' cases.
+
+    Folds are grouped by patient id when every case has one (else by blocks of consecutive file ids),
+    so near-identical slices of one patient never sit on both sides and inflate the figures.
+
+    Args:
+        source: a folder with one sub-folder per class, or a CSV (as :meth:`CaseLibrary.build`).
+        folds: number of folds (at least 2).
+        k: cut-off for P@k and R@k.
+        embedder: model name or folder, or 'raw-pixels'; default the shipped embedder.
+        retrain: train a fresh embedder on each fold's library part (slow; honest when the embedder
+            saw these cases).
+        epochs: training epochs per fold, with ``retrain``.
+        seed: seed for the fold split and the per-fold training.
+        device: "auto" or a device name, for embedding and per-fold training.
+        progress: ``progress(i, n)`` callback.
+        should_stop: returns True to cancel (raises :class:`~napari_medai.errors.CancelledError`).
+        log: receives one line per fold.
+
+    Returns:
+        A JSON-ready dict: case and class counts, grouping, embedder, ``summary`` (mean ± std over
+        folds, overall and per class), ``per_fold`` and, for a fixed embedder, a ``note`` on optimism.
+
+    Raises:
+        MedaiError: fewer than 2 folds or labels, or fewer patient groups than folds.
+    """
     if folds < 2:
         raise MedaiError(f"--folds {folds}; use at least 2")
     emb = get_embedder(embedder, device=device) if not retrain or embedder is not None else None
     size = emb.size if emb is not None else 128
     total = 1000
-    x, labels, paths, pids = load_prepared(source, size, progress=sub_progress(progress, 0, 200, total), should_stop=should_stop)
+    x, labels, paths, pids = load_prepared(source, size, progress=sub_progress(progress, 0, 200, total),
+                                           should_stop=should_stop)
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise MedaiError(f"only one label ({classes[0]}) in the cases; retrieval evaluation needs at least two")

@@ -27,10 +27,11 @@ import io
 import os
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -74,6 +75,7 @@ class Hit:
         return np.asarray(Image.open(io.BytesIO(self.thumbnail_png)))
 
     def to_dict(self) -> dict:
+        """The hit as JSON-ready values (distance rounded to 6 decimals; no thumbnail)."""
         return {
             "rank": self.rank,
             "case_id": self.case_id,
@@ -100,6 +102,7 @@ class QueryResult(list):
         self.calibrated = bool(calibrated)
 
     def to_dict(self) -> dict:
+        """The domain verdict and the hits as JSON-ready values (what ``retrieve query --json`` prints)."""
         return {"out_of_domain": self.out_of_domain, "reasons": list(self.reasons), "calibrated": self.calibrated,
                 "hits": [h.to_dict() for h in self]}
 
@@ -129,6 +132,14 @@ def vote(hits: Sequence[Hit]) -> list[tuple[str, int, float]]:
 
 # --------------------------------------------------------------------------------------------
 def parse_roi(roi: Any) -> Optional[tuple]:
+    """A case's or query's ROI as ``(x, y, w, h)`` integer pixels (x = column), or None when not given.
+
+    Accepts ``"X,Y,W,H"`` (as in the CSV ``roi`` column and the library file; numbers rounded to
+    pixels) or four numbers, so every entry point stores and crops the same rectangle.
+
+    Raises:
+        MedaiError: not four numbers, or a width or height that is not positive.
+    """
     if roi is None or roi == "":
         return None
     if isinstance(roi, str):
@@ -143,6 +154,11 @@ def parse_roi(roi: Any) -> Optional[tuple]:
 
 
 def crop_roi(image2d: np.ndarray, roi: Optional[tuple]) -> np.ndarray:
+    """The part of ``image2d`` inside ``roi`` (x, y, w, h), clipped to the image; the whole image when None.
+
+    Raises:
+        MedaiError: the clipped region is under 4 pixels on a side (too small to embed).
+    """
     if roi is None:
         return image2d
     x, y, w, h = roi
@@ -153,7 +169,9 @@ def crop_roi(image2d: np.ndarray, roi: Optional[tuple]) -> np.ndarray:
     return image2d[y0:y1, x0:x1]
 
 
-def select_planes(data: np.ndarray, rgb: bool, slice_index: Optional[int], volumes: str) -> list[tuple[Optional[int], np.ndarray]]:
+def select_planes(
+    data: np.ndarray, rgb: bool, slice_index: Optional[int], volumes: str
+) -> list[tuple[Optional[int], np.ndarray]]:
     """[(slice index or None, 2D image)] for an image or a volume (z, y, x)."""
     a = np.asarray(data)
     if rgb or a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4):
@@ -191,7 +209,10 @@ def entries_from_source(source: Any) -> list[CaseEntry]:
             if isinstance(e, CaseEntry):
                 out.append(e)
             elif isinstance(e, dict):
-                out.append(CaseEntry(str(e["path"]), str(e["label"]), e.get("patient_id"), e.get("slice"), parse_roi(e.get("roi"))))
+                out.append(
+                    CaseEntry(str(e["path"]), str(e["label"]), e.get("patient_id"), e.get("slice"),
+                              parse_roi(e.get("roi")))
+                )
             else:
                 path, label = e[0], e[1]
                 out.append(CaseEntry(str(path), str(label), *(list(e[2:3]) or [None])))
@@ -201,7 +222,9 @@ def entries_from_source(source: Any) -> list[CaseEntry]:
         raise MedaiError(f"{src} does not exist; give a folder with one sub-folder per class, or a CSV")
     if src.is_file():
         if src.suffix.lower() != ".csv":
-            raise MedaiError(f"{src} is not a CSV; give a folder with one sub-folder per class, or a CSV (path,label[,patient_id])")
+            raise MedaiError(
+                f"{src} is not a CSV; give a folder with one sub-folder per class, or a CSV (path,label[,patient_id])"
+            )
         return _entries_from_csv(src)
     entries = []
     class_dirs = sorted(d for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -228,7 +251,9 @@ def _entries_from_csv(path: Path) -> list[CaseEntry]:
         reader = csv.DictReader(f)
         cols = [c.strip().lower() for c in (reader.fieldnames or [])]
         if "path" not in cols or "label" not in cols:
-            raise MedaiError(f"{path} needs the columns path and label (optional: patient_id, slice, roi); found {cols}")
+            raise MedaiError(
+                f"{path} needs the columns path and label (optional: patient_id, slice, roi); found {cols}"
+            )
         entries = []
         for i, row in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
@@ -244,7 +269,9 @@ def _entries_from_csv(path: Path) -> list[CaseEntry]:
                 sl = int(sl) if sl != "" else None
             except ValueError:
                 raise MedaiError(f"{path} line {i}: slice {sl!r} is not an integer") from None
-            entries.append(CaseEntry(str(p), row["label"], row.get("patient_id") or None, sl, parse_roi(row.get("roi"))))
+            entries.append(
+                CaseEntry(str(p), row["label"], row.get("patient_id") or None, sl, parse_roi(row.get("roi")))
+            )
     if not entries:
         raise MedaiError(f"{path} lists no cases; add rows path,label")
     return entries
@@ -354,7 +381,7 @@ class CaseLibrary:
         volumes: str = "middle",
         index: str = "auto",
         hnsw_threshold: int = HNSW_THRESHOLD,
-    ) -> "CaseLibrary":
+    ) -> CaseLibrary:
         """Build from a folder (one sub-folder per class), a CSV (path, label[, patient_id, slice, roi])
         or a list of :class:`CaseEntry`. ``volumes``: for 3D inputs without a ``slice``, take the
         middle slice ("middle") or one case per slice ("all")."""
@@ -362,7 +389,9 @@ class CaseLibrary:
         lib.add(source, progress=progress, should_stop=should_stop, volumes=volumes)
         return lib
 
-    def add(self, source: Any, *, progress=None, should_stop=None, volumes: str = "middle", batch: int = 64) -> list[int]:
+    def add(
+        self, source: Any, *, progress=None, should_stop=None, volumes: str = "middle", batch: int = 64
+    ) -> list[int]:
         """Add cases from a folder, CSV or list of :class:`CaseEntry`; returns the new case ids."""
         from ..io.readers import load_image
 
@@ -507,10 +536,12 @@ class CaseLibrary:
 
     @property
     def labels(self) -> list[str]:
+        """The distinct case labels, sorted."""
         return sorted({m["label"] for m in self._meta.values()})
 
     @property
     def dim(self) -> int:
+        """Descriptor length (the embedder's); every stored and query vector has it."""
         return self.embedder.dim
 
     def cases(self) -> list[dict]:
@@ -521,6 +552,11 @@ class CaseLibrary:
         ]
 
     def case(self, case_id: int) -> dict:
+        """One case's record (label, path, patient id, slice, ROI, thumbnail, added) by id.
+
+        Raises:
+            MedaiError: no case has that id.
+        """
         if int(case_id) not in self._meta:
             raise MedaiError(f"unknown case id {case_id}")
         return {"case_id": int(case_id), **self._meta[int(case_id)]}
@@ -530,6 +566,7 @@ class CaseLibrary:
         return self._ids[self._alive], self._vectors[self._alive]
 
     def summary(self) -> dict:
+        """Counts per label, embedder identity, descriptor size and creation time (for ``retrieve info``)."""
         return {
             "cases": len(self),
             "labels": dict(Counter(m["label"] for m in self._meta.values())),
@@ -613,7 +650,10 @@ class CaseLibrary:
             d2 = pairwise_sq_dists(q, self._vectors)
             if n_dead:
                 d2[:, ~self._alive] = np.inf
-            pos = np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < n_total else np.tile(np.arange(n_total), (len(q), 1))
+            if kk < n_total:
+                pos = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
+            else:
+                pos = np.tile(np.arange(n_total), (len(q), 1))
             dsel = np.take_along_axis(d2, pos, 1)
             o = np.argsort(dsel, axis=1, kind="stable")
             pos, dsel = np.take_along_axis(pos, o, 1), np.take_along_axis(dsel, o, 1)
@@ -625,17 +665,17 @@ class CaseLibrary:
                 if self._index_used == "hnsw":
                     index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * kk)
                 dsel, pos = index.search(q, kk)
-        D = np.full((len(q), k), np.inf, np.float32)
-        I = np.full((len(q), k), -1, np.int64)
+        dists = np.full((len(q), k), np.inf, np.float32)
+        case_ids = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):
             p = pos[r]
             ok = (p >= 0) & (p < n_total)
             p, dd = p[ok], dsel[r][ok]
             live = self._alive[p]
             p, dd = p[live][:k], dd[live][:k]
-            D[r, : len(p)] = np.sqrt(np.maximum(dd, 0))
-            I[r, : len(p)] = self._ids[p]
-        return D, I
+            dists[r, : len(p)] = np.sqrt(np.maximum(dd, 0))
+            case_ids[r, : len(p)] = self._ids[p]
+        return dists, case_ids
 
     def _prepare_query(self, image: Any, roi: Any, slice_index: Optional[int]) -> np.ndarray:
         rgb = False
@@ -671,14 +711,15 @@ class CaseLibrary:
         :func:`~napari_medai.retrieval.domain.image_stats`, when given)."""
         from .domain import verdict
 
-        D, I = self.search_vectors(vec[None] if vec.ndim == 1 else vec, k)
+        dists, case_ids = self.search_vectors(vec[None] if vec.ndim == 1 else vec, k)
         hits = []
-        for r, (d, cid) in enumerate(zip(D[0], I[0])):
+        for r, (d, cid) in enumerate(zip(dists[0], case_ids[0])):
             if cid < 0:
                 break
             m = self._meta[int(cid)]
             hits.append(
-                Hit(int(cid), m["label"], m["path"], float(d), r + 1, m["patient_id"], m["slice"], m["roi"], m["thumbnail"])
+                Hit(int(cid), m["label"], m["path"], float(d), r + 1, m["patient_id"], m["slice"], m["roi"],
+                    m["thumbnail"])
             )
         cal = self.calibration
         ood, reasons, close = verdict(cal, [h.distance for h in hits], stats, blank)
@@ -707,7 +748,7 @@ class CaseLibrary:
         return calibrate(self.embedder.sha256, ids, vecs, self.search_vectors, thumbs)
 
     # ---- persistence ---------------------------------------------------------------------
-    def save(self, path: "str | os.PathLike") -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write the library to one SQLite file (atomically: temp file + rename)."""
         path = Path(path).expanduser()
         if path.is_dir():
@@ -762,7 +803,7 @@ class CaseLibrary:
         return path
 
     @classmethod
-    def load(cls, path: "str | os.PathLike", *, embedder: Any = None) -> "CaseLibrary":
+    def load(cls, path: str | os.PathLike, *, embedder: Any = None) -> CaseLibrary:
         """Open a saved library. ``embedder``: defaults to the one named in the file; a different
         embedder (other weights) is refused."""
         path = Path(path).expanduser()
@@ -772,12 +813,18 @@ class CaseLibrary:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError:
-            raise MedaiError(f"{path} is not a case library (not SQLite or no meta table); build one with `napari-medai retrieve build`") from None
+            raise MedaiError(
+                f"{path} is not a case library (not SQLite or no meta table); "
+                "build one with `napari-medai retrieve build`"
+            ) from None
         try:
             if meta.get("format") != "napari-medai case library":
                 raise MedaiError(f"{path} is not a napari-medai case library")
             if meta.get("format_version") != FORMAT_VERSION:
-                raise MedaiError(f"{path} has library format {meta.get('format_version')}; this version reads {FORMAT_VERSION}: rebuild it")
+                raise MedaiError(
+                    f"{path} has library format {meta.get('format_version')}; "
+                    f"this version reads {FORMAT_VERSION}: rebuild it"
+                )
             name, sha = meta["embedder_name"], meta["embedder_sha256"]
             if embedder is None:
                 try:
@@ -796,19 +843,26 @@ class CaseLibrary:
                     "the library with this embedder or load it with the original one"
                 )
             if int(meta["dim"]) != emb.dim:
-                raise MedaiError(f"library descriptors have {meta['dim']} values but embedder '{emb.name}' makes {emb.dim}")
-            lib = cls(emb, index=meta.get("index", "auto"), hnsw_threshold=int(meta.get("hnsw_threshold", HNSW_THRESHOLD)))
+                raise MedaiError(
+                    f"library descriptors have {meta['dim']} values but embedder '{emb.name}' makes {emb.dim}"
+                )
+            lib = cls(emb, index=meta.get("index", "auto"),
+                      hnsw_threshold=int(meta.get("hnsw_threshold", HNSW_THRESHOLD)))
             lib.created = meta.get("created", lib.created)
             lib._next_id = int(meta.get("next_id", 1))
             stored = meta.get("domain_calibration")
             rows = con.execute(
-                "SELECT case_id, label, path, patient_id, slice, roi, thumbnail, added, vector FROM cases ORDER BY case_id"
+                "SELECT case_id, label, path, patient_id, slice, roi, thumbnail, added, vector "
+                "FROM cases ORDER BY case_id"
             ).fetchall()
         finally:
             con.close()
         dim = emb.dim
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vecs = np.frombuffer(b"".join(r[8] for r in rows), np.float32).reshape(len(rows), dim).copy() if rows else np.empty((0, dim), np.float32)
+        if rows:
+            vecs = np.frombuffer(b"".join(r[8] for r in rows), np.float32).reshape(len(rows), dim).copy()
+        else:
+            vecs = np.empty((0, dim), np.float32)
         for r in rows:
             lib._meta[int(r[0])] = {
                 "label": r[1],

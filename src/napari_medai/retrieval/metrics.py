@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,6 +25,11 @@ def average_precision(relevant_sorted: np.ndarray) -> float:
 
 
 def pairwise_sq_dists(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (n_q, n_x) between rows of ``q`` and ``x``, in float32.
+
+    Uses |q|² - 2 q·x + |x|² (one matrix product, no (n_q, n_x, dim) temporary); rounding can make
+    that slightly negative, so it is clipped at 0.
+    """
     q = np.asarray(q, dtype=np.float32)
     x = np.asarray(x, dtype=np.float32)
     d = (q * q).sum(1)[:, None] - 2.0 * q @ x.T + (x * x).sum(1)[None, :]
@@ -163,7 +168,7 @@ def consecutive_blocks(
                     lo, hi = max(pos + block // 2, cut - window), min(end - block // 2, cut + window)
                     if hi > lo:
                         # chg[i] is the change between item i and item i+1: cut after argmax
-                        cut = lo + int(np.argmax(chg[lo - 1 : hi - 1])) 
+                        cut = lo + int(np.argmax(chg[lo - 1 : hi - 1]))
             groups_sorted[pos:cut] = g
             g += 1
             pos = cut
@@ -202,13 +207,13 @@ def assign_folds(groups: Sequence[int], labels: Sequence, n_folds: int = 5, seed
     total = np.zeros(n_folds)
     fold_of_group = {}
     for gid, lab, size in info:
-        l = load[lab]
-        cand = np.flatnonzero(l == l.min())
+        class_load = load[lab]
+        cand = np.flatnonzero(class_load == class_load.min())
         if len(cand) > 1:
             cand = cand[np.flatnonzero(total[cand] == total[cand].min())]
         f = int(cand[rng.integers(len(cand))])
         fold_of_group[gid] = f
-        l[f] += size
+        class_load[f] += size
         total[f] += size
     return np.array([fold_of_group[g] for g in groups], dtype=int)
 

@@ -288,7 +288,8 @@ def train_embedder(
             nb += 1
             if progress is not None:
                 progress(ep * steps + s // batch_size + 1, epochs * steps)
-        rec = {"epoch": ep + 1, "loss": tl / max(nb, 1), "train_acc": tc / max(nb, 1), "minutes": (time.time() - t0) / 60}
+        rec = {"epoch": ep + 1, "loss": tl / max(nb, 1), "train_acc": tc / max(nb, 1),
+               "minutes": (time.time() - t0) / 60}
         history.append(rec)
         if log is not None:
             log(rec)
@@ -331,7 +332,9 @@ def export_embedder(
     if arch.get("members", 1) > 1:
         descriptor += f" ({arch['members']} networks' {arch['embed_dim']}-d layers concatenated)"
     if arch.get("member_sizes"):
-        descriptor += "; member input sizes " + "/".join(str(s) for s in arch["member_sizes"]) + " px, area-resized from size"
+        descriptor += (
+            "; member input sizes " + "/".join(str(s) for s in arch["member_sizes"]) + " px, area-resized from size"
+        )
     wfile = out / "model.safetensors"
     save_file(state, str(wfile), metadata={"name": out.name})
     wfile.chmod(0o644)
@@ -351,7 +354,9 @@ def export_embedder(
         "training_data": training_data,
         "metrics": metrics or {},
         "licence": licence,
-        "intended_use": "Research use only - not a medical device. Nearest-case retrieval (image similarity) for research.",
+        "intended_use": (
+            "Research use only - not a medical device. Nearest-case retrieval (image similarity) for research."
+        ),
         "weights": wfile.name,
         "sha256": sha256_of(wfile),
         "notes": notes,
@@ -381,7 +386,9 @@ def merge_embedders(folders: Sequence[str | Path], out: str | Path) -> Path:
     if len(cards) < 2 or any(
         c["arch_params"] != arch or input_except_size(c) != input_except_size(first) for c in cards
     ):
-        raise ValueError("merge needs two or more embedders with the same architecture and input (seeds and input sizes may differ)")
+        raise ValueError(
+            "merge needs two or more embedders with the same architecture and input (seeds and input sizes may differ)"
+        )
     nets = []
     for folder, card in zip(folders, cards):
         net = build_net(arch)
