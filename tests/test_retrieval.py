@@ -13,7 +13,7 @@ from PIL import Image
 
 from napari_medai.errors import MedaiError
 from napari_medai.retrieval.embedder import PixelEmbedder
-from napari_medai.retrieval.library import CaseEntry, CaseLibrary, vote
+from napari_medai.retrieval.library import CaseEntry, CaseLibrary, parse_roi, vote
 from napari_medai.retrieval.metrics import (
     assign_folds,
     average_precision,
@@ -164,6 +164,25 @@ def test_incremental_add_and_remove(case_folder, tmp_path):
     ids = lib2.add_images([shape_image("bar", 1)], ["bar"], paths=["layer bar"])
     assert ids == [11]
     assert lib2.query(shape_image("bar", 1), k=1)[0].path == "layer bar"
+
+
+@pytest.mark.parametrize("roi, expected", [
+    (None, None), ("", None),
+    ("1.6,2.4,3.5,4.5", (2, 2, 4, 4)),  # strings (CSV, library file, --roi): rounded
+    ("10; 20; 30; 40", (10, 20, 30, 40)),
+    ([1.7, 2.2, 3.9, 4.5], (1, 2, 3, 4)),  # numbers: truncated
+    (np.array([1.5, 2.5, 3.5, 4.5]), (1, 2, 3, 4)),
+])
+def test_parse_roi_gives_whole_pixels(roi, expected):
+    got = parse_roi(roi)
+    assert got == expected and (got is None or all(type(v) is int for v in got))
+
+
+@pytest.mark.parametrize("roi", ["a,b,c,d", "1,2,3", "1,2,3,4,5", "1,2,-3,4", "1,2,0.4,4", "nan,2,3,4", "1,2,inf,4",
+                                 (1, 2, 0.5, 4), (1, 2, 3, None), (1, 2, 3, float("inf")), 5])
+def test_parse_roi_refuses_non_rectangles(roi):
+    with pytest.raises(MedaiError):
+        parse_roi(roi)
 
 
 def test_csv_with_patient_ids_volumes_and_roi(tmp_path):

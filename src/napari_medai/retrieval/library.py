@@ -36,6 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import MedaiError
+from ..io.planes import parse_xywh
 from ..runtime.progress import check_stop
 from .embedder import Embedder, get_embedder
 from .preprocess import to_gray
@@ -134,21 +135,18 @@ def vote(hits: Sequence[Hit]) -> list[tuple[str, int, float]]:
 def parse_roi(roi: Any) -> Optional[tuple]:
     """A case's or query's ROI as ``(x, y, w, h)`` integer pixels (x = column), or None when not given.
 
-    Accepts ``"X,Y,W,H"`` (as in the CSV ``roi`` column and the library file; numbers rounded to
-    pixels) or four numbers, so every entry point stores and crops the same rectangle.
+    Reads the numbers with the project's one X,Y,W,H parser (:func:`~napari_medai.io.planes.parse_xywh`),
+    then takes whole pixels as before: a string (CSV ``roi`` column, library file, ``--roi``) is
+    rounded, a sequence of numbers truncated with ``int``.
 
     Raises:
-        MedaiError: not four numbers, or a width or height that is not positive.
+        MedaiError: not four finite numbers, or a width or height under one pixel after that.
     """
-    if roi is None or roi == "":
+    if roi is None or (isinstance(roi, str) and roi == ""):
         return None
-    if isinstance(roi, str):
-        try:
-            roi = [int(round(float(v))) for v in roi.replace(";", ",").split(",")]
-        except ValueError:
-            raise MedaiError(f"ROI {roi!r} is not X,Y,W,H; give four numbers in pixels") from None
-    roi = tuple(int(v) for v in roi)
-    if len(roi) != 4 or roi[2] <= 0 or roi[3] <= 0:
+    whole = (lambda v: int(round(v))) if isinstance(roi, str) else int
+    roi = tuple(whole(v) for v in parse_xywh(roi))
+    if roi[2] <= 0 or roi[3] <= 0:
         raise MedaiError(f"ROI {roi} is not X,Y,W,H with positive width and height")
     return roi
 
