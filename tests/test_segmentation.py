@@ -12,7 +12,8 @@ from napari_medai.errors import CancelledError, MedaiError
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
-from napari_medai.segmentation.core import canonical_orientation, postprocess, segment
+from napari_medai.io.geometry import canonical_orientation
+from napari_medai.segmentation.core import postprocess, segment
 
 
 def dice(a, b):

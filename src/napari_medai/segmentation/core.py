@@ -25,7 +25,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import MedaiError
+from ..io.geometry import canonical_orientation, from_canonical, to_canonical
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
+# dice's one home is metrics.py; re-exported here because demo.py, runtime/selftest.py and the
+# training scripts import it from this module.
+from .metrics import dice  # noqa: F401
 
 DEFAULT_MODEL = "liver-tumor-ct"
 DEFAULT_SPEC = {"window_hu": [-40.0, 160.0], "size": [128, 128], "axes": "slice-wise axial"}
@@ -136,48 +140,6 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
         raise MedaiError(f"{what} has almost no soft tissue ({soft:.1%} of voxels in -100..300 HU; "
                          f"values {lo:.0f}..{hi:.0f}): it is not an abdominal CT in Hounsfield units; check the file "
                          "and its rescale slope/intercept")
-
-
-# ------------------------------------------------------------------------------------ orientation
-def canonical_orientation(affine: Optional[np.ndarray], ndim: int) -> tuple[tuple, tuple]:
-    """Axis permutation and flips that bring a (z, y, x) array to radiological order.
-
-    Canonical: axis 0 towards superior, axis 1 (rows) towards posterior, axis 2 (columns) towards the
-    patient's left (napari's display frame, the way the LiTS training slices are stored). ``affine``
-    maps array indices (napari order) to RAS mm. Without an affine, or for 2-D input, or for oblique
-    volumes whose axes are not near the anatomical ones, the array is taken as already canonical.
-    """
-    if affine is None or ndim != 3:
-        return tuple(range(ndim)), ()
-    a = np.asarray(affine, dtype=float)[:3, :3]
-    dominant = [int(np.argmax(np.abs(a[:, i]))) for i in range(3)]  # world axis of each array axis
-    if sorted(dominant) != [0, 1, 2]:
-        return (0, 1, 2), ()
-    perm = tuple(dominant.index(w) for w in (2, 1, 0))  # new axis k <- array axis perm[k]
-    flips = []
-    if a[2, perm[0]] < 0:
-        flips.append(0)
-    if a[1, perm[1]] > 0:  # rows must run anterior -> posterior (RAS y decreasing)
-        flips.append(1)
-    if a[0, perm[2]] > 0:  # columns must run right -> left (RAS x decreasing)
-        flips.append(2)
-    return perm, tuple(flips)
-
-
-def to_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
-    out = np.transpose(array, perm) if perm != tuple(range(array.ndim)) else array
-    for axis in flips:
-        out = np.flip(out, axis)
-    return out
-
-
-def from_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
-    out = array
-    for axis in flips:
-        out = np.flip(out, axis)
-    if perm != tuple(range(array.ndim)):
-        out = np.transpose(out, np.argsort(perm))
-    return np.ascontiguousarray(out)
 
 
 # ------------------------------------------------------------------------------------ models
@@ -429,13 +391,6 @@ def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice,
 
 
 # ------------------------------------------------------------------------------------ post-processing
-def dice(prediction: np.ndarray, truth: np.ndarray) -> Optional[float]:
-    """Dice coefficient of two masks; ``None`` when both are empty (undefined, not perfect)."""
-    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
-    total = int(prediction.sum()) + int(truth.sum())
-    return None if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
-
-
 def liver_component(mask: np.ndarray, midline_x: Optional[float] = None, min_share: float = 0.5) -> np.ndarray:
     """The connected component of a liver mask (z, y, x) or (y, x) that is the liver.
 

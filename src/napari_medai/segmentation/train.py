@@ -65,7 +65,8 @@ def read_msd(folder) -> tuple[list[tuple[Path, Path]], dict, bool]:
 
 def _load_case(image: Path, label: Path, window, n_classes: int):
     from ..io.readers import load_image
-    from .core import canonical_orientation, to_canonical, window01
+    from ..io.geometry import canonical_orientation, to_canonical
+    from .core import window01
 
     img, lab = load_image(image), load_image(label)
     if img.data.ndim != 3 or img.rgb:
