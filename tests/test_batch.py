@@ -79,7 +79,8 @@ def test_existing_scheduler_on_loopback(cohort, tmp_path):
         pytest.skip("dask CLI not installed")
     scheduler_file = tmp_path / "scheduler.json"
     scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(scheduler_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--scheduler-file", str(scheduler_file)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
         deadline = time.time() + 30

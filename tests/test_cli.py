@@ -1,6 +1,5 @@
 import json
 
-
 from napari_medai.cli.main import main
 
 
@@ -34,7 +33,7 @@ def test_cli_entry_point_refuses_bad_input_in_one_line(tmp_path):
     bad.write_bytes(b"not a nifti")
     out = tmp_path / "out.nii.gz"
     proc = subprocess.run([sys.executable, "-m", "napari_medai.cli.main", "enhance", str(bad), "-o", str(out)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "not gzip" in lines[0]

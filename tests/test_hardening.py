@@ -11,7 +11,8 @@ import pytest
 
 from napari_medai.cli.main import main
 
-TOOLS = {"enhance": "napari_medai.enhance.cli", "grade": "napari_medai.steatosis.cli", "segment": "napari_medai.segmentation.cli"}
+TOOLS = {"enhance": "napari_medai.enhance.cli", "grade": "napari_medai.steatosis.cli",
+         "segment": "napari_medai.segmentation.cli"}
 
 
 def _available(command_or_module):
@@ -135,8 +136,8 @@ def test_no_tool_touches_the_network(tmp_path, no_network):
 
 
 def test_same_input_same_output_on_cpu(tmp_path):
-    from napari_medai.sample_data import BMODE_FRAME, BMODE_LIVER_ROI, CT_VOLUME
     from napari_medai.io.readers import load_image
+    from napari_medai.sample_data import BMODE_FRAME, BMODE_LIVER_ROI, CT_VOLUME
 
     checked = 0
     frame = load_image(BMODE_FRAME).data

@@ -9,10 +9,11 @@ import pytest
 
 from napari_medai.cli.main import main
 from napari_medai.errors import CancelledError, MedaiError
+from napari_medai.io.geometry import canonical_orientation
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
-from napari_medai.segmentation.core import canonical_orientation, postprocess, segment
+from napari_medai.segmentation.core import postprocess, segment
 
 
 def dice(a, b):
@@ -26,7 +27,8 @@ def sample_ct():
 
 @pytest.fixture(scope="module")
 def sample_result(sample_ct):
-    return segment(sample_ct.data, spacing=sample_ct.geometry.spacing, affine=sample_ct.geometry.affine_ras(), device="cpu")
+    return segment(sample_ct.data, spacing=sample_ct.geometry.spacing, affine=sample_ct.geometry.affine_ras(),
+                   device="cpu")
 
 
 # ---- shipped model ------------------------------------------------------------------------------
@@ -269,7 +271,8 @@ def test_cli_torchscript_model(tmp_path, capsys):
     assert np.asarray(nib.load(str(out)).dataobj).sum() == 4 * 20 * 28
 
 
-def _write_labels(path, labels, affine=np.eye(4)):
+def _write_labels(path, labels, affine=None):
+    affine = np.eye(4) if affine is None else affine
     nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)).astype(np.uint8), affine), path)
 
 
@@ -281,17 +284,18 @@ def test_evaluate_json(tmp_path, capsys):
     pred[:, 5:15, 5:10] = 0  # half the liver missed
     _write_labels(tmp_path / "gt.nii.gz", gt, np.diag([2.0, 2.0, 3.0, 1.0]))
     _write_labels(tmp_path / "pred.nii.gz", pred, np.diag([2.0, 2.0, 3.0, 1.0]))
-    assert main(["evaluate", "segment", "--pred", str(tmp_path / "pred.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz"), "--json"]) == 0
+    gt_path = str(tmp_path / "gt.nii.gz")
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "pred.nii.gz"), "--gt", gt_path, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["labels"]["liver"]["dice"] == pytest.approx(dice(pred == 1, gt == 1))
     assert doc["labels"]["tumour"]["dice"] == pytest.approx(0.0)
     assert doc["whole_liver"]["dice"] == pytest.approx(2 * 200 / (400 + 200))
     assert doc["labels"]["liver"]["gt_ml"] == pytest.approx((gt == 1).sum() * 12 / 1000)
     _write_labels(tmp_path / "moved.nii.gz", pred, np.diag([2.0, 2.0, 3.5, 1.0]))
-    assert main(["evaluate", "segment", "--pred", str(tmp_path / "moved.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz")]) == 2
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "moved.nii.gz"), "--gt", gt_path]) == 2
     assert "affine" in capsys.readouterr().err
     _write_labels(tmp_path / "small.nii.gz", pred[:, :10], np.diag([2.0, 2.0, 3.0, 1.0]))
-    assert main(["evaluate", "segment", "--pred", str(tmp_path / "small.nii.gz"), "--gt", str(tmp_path / "gt.nii.gz")]) == 2
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "small.nii.gz"), "--gt", gt_path]) == 2
     assert "shapes differ" in capsys.readouterr().err
 
 
@@ -301,10 +305,10 @@ def _msd(root, n=3):
     (root / "labelsTr").mkdir()
     cases = []
     for i in range(n):
-        v, l, sp = make_ct_phantom(seed=10 + i, shape=(8, 32, 32), spacing=(3.0, 6.0, 6.0))
+        v, lab, sp = make_ct_phantom(seed=10 + i, shape=(8, 32, 32), spacing=(3.0, 6.0, 6.0))
         affine = np.diag([sp[2], sp[1], sp[0], 1.0])
         nib.save(nib.Nifti1Image(np.transpose(v, (2, 1, 0)), affine), root / f"imagesTr/c{i}.nii.gz")
-        nib.save(nib.Nifti1Image(np.transpose(l, (2, 1, 0)), affine), root / f"labelsTr/c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.transpose(lab, (2, 1, 0)), affine), root / f"labelsTr/c{i}.nii.gz")
         cases.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
     (root / "dataset.json").write_text(json.dumps({"modality": {"0": "CT"}, "training": cases,
                                                    "labels": {"0": "background", "1": "liver", "2": "tumour"}}))
@@ -315,8 +319,8 @@ def _msd(root, n=3):
 def test_train_smoke_resume_and_use(tmp_path, capsys, arch):
     data = _msd(tmp_path / "msd")
     out = tmp_path / "run"
-    argv = ["train", "segment", "--data", str(data), "--arch", arch, "--epochs", "1", "--max-iterations", "2", "--size", "64",
-            "--roi", "32", "-o", str(out), "--json"]
+    argv = ["train", "segment", "--data", str(data), "--arch", arch, "--epochs", "1", "--max-iterations", "2",
+            "--size", "64", "--roi", "32", "-o", str(out), "--json"]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["epochs_run"] == 1 and doc["train_cases"] == 2 and doc["val_cases"] == 1

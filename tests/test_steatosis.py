@@ -8,7 +8,6 @@ import pytest
 from napari_medai.errors import MedaiError
 from napari_medai.steatosis import metrics as M
 
-
 # ---------------------------------------------------------------------------------------------
 # metrics against a hand-worked confusion matrix
 
@@ -297,8 +296,8 @@ def test_cli_train_classical_writes_reports(tmp_path, capsys):
             rows.append(f"{f.name},{pid},{g},{0.9 + 0.25 * g + rng.normal(0, 0.03):.4f}")
     (tmp_path / "train.csv").write_text("\n".join(rows))
     out = tmp_path / "out"
-    assert main(["train", "steatosis", "--data", str(tmp_path / "train.csv"), "--model-type", "classical", "--folds", "3",
-                 "--bootstrap", "20", "-o", str(out), "--json"]) == 0
+    assert main(["train", "steatosis", "--data", str(tmp_path / "train.csv"), "--model-type", "classical",
+                 "--folds", "3", "--bootstrap", "20", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").is_file() and (out / "confusion.png").stat().st_size > 1000

@@ -6,16 +6,20 @@ import sys
 
 
 def register(groups) -> None:
+    """Add the segmentation subcommands to the CLI; handlers import the heavy core only when run."""
     p = groups.root.add_parser(
         "segment",
         help="liver and tumour segmentation of CT (labels 1 liver, 2 tumour)",
         description="Segment the liver and liver tumours in a CT volume or slice (HU). Writes uint8 labels "
-        "with the input's geometry (NIfTI keeps the input affine exactly). Research use only, not a medical device.",
+        "with the input's geometry (NIfTI keeps the input affine exactly). "
+        "Research use only, not a medical device.",
     )
     p.add_argument("input", metavar="IN", help="CT as NIfTI, DICOM file or DICOM series folder (HU)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="labels file: .nii.gz/.nii (or .tif; .png for one slice)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="labels file: .nii.gz/.nii (or .tif; .png for one slice)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help="registered model (default liver-tumor-ct), folder with card.json, TorchScript file or MONAI bundle")
+                   help="registered model (default liver-tumor-ct), folder with card.json, "
+                   "TorchScript file or MONAI bundle")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-postprocess", action="store_true", help="skip the liver-component / hole-filling clean-up")
     p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
@@ -126,6 +130,7 @@ def _model_record(model) -> dict:
 
 
 def run_segment(args) -> int:
+    """``segment``: read a CT, check it is HU, segment it and save labels on the input's grid."""
     from pathlib import Path
 
     from ..cli.main import cli_progress, emit_json
@@ -179,6 +184,7 @@ def run_segment(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    """``evaluate segment``: Dice per label of a prediction against ground truth on the same grid."""
     from pathlib import Path
 
     import numpy as np
@@ -244,6 +250,7 @@ def run_evaluate(args) -> int:
 
 
 def run_train(args) -> int:
+    """``train segment``: train a network on an MSD task or a slice folder and save it to the output."""
     from ..cli.main import cli_progress, emit_json
     from .train import is_slice_folder, train_msd
 

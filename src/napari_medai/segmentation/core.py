@@ -18,14 +18,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import MedaiError
+from ..io.geometry import canonical_orientation, from_canonical, to_canonical
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
+
+# dice's one home is metrics.py; re-exported here because demo.py, runtime/selftest.py and the
+# training scripts import it from this module.
+from .metrics import dice  # noqa: F401
 
 DEFAULT_MODEL = "liver-tumor-ct"
 DEFAULT_SPEC = {"window_hu": [-40.0, 160.0], "size": [128, 128], "axes": "slice-wise axial"}
@@ -51,13 +57,16 @@ class SegmentationResult:
 
     @property
     def model_name(self) -> str:
+        """The model's registered name (or its file name), for reports and layer names."""
         return getattr(self.model, "name", str(self.model))
 
     def parameters(self) -> dict:
+        """The settings that produced this result, for the saved metadata (reproducibility)."""
         return {"model": self.model_name, "model_version": getattr(self.model, "version", None),
                 "spacing": list(self.spacing), "names": {str(k): v for k, v in self.names.items()}}
 
     def summary(self) -> str:
+        """One line with the volumes (3-D) or areas (2-D), model, device and time, for the user."""
         if self.volumes_ml:
             parts = [f"{k} {v:.1f} ml" for k, v in self.volumes_ml.items()]
         else:
@@ -67,6 +76,8 @@ class SegmentationResult:
 
 @dataclass
 class LoadedModel:
+    """A network ready for inference with its input spec, so one load serves many calls (cached)."""
+
     net: Any  # torch module (eval mode) on its device
     spec: dict
     card: Any  # ModelCard or a plain name string for user files
@@ -84,7 +95,8 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
         raise MedaiError(f"the image is an RGB picture {array.shape}; segmentation takes a grey-level slice or volume "
                          "(a CT in Hounsfield units for the liver model: NIfTI, DICOM or a HU array)")
     if array.ndim not in (2, 3):
-        raise MedaiError(f"segmentation takes a 2-D slice or a 3-D (z, y, x) volume, got {array.ndim}-D shape {array.shape}")
+        raise MedaiError(f"segmentation takes a 2-D slice or a 3-D (z, y, x) volume, "
+                         f"got {array.ndim}-D shape {array.shape}")
     if min(array.shape) < 1 or min(array.shape[-2:]) < 4:
         raise MedaiError(f"image shape {array.shape} is too small to segment; slices need at least 4x4 pixels")
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
@@ -97,7 +109,8 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     except (TypeError, ValueError):
         raise MedaiError(f"spacing {spacing!r} is not a list of numbers") from None
     if len(spacing) != array.ndim:
-        raise MedaiError(f"spacing has {len(spacing)} values but the image is {array.ndim}-D; give one per axis (z, y, x)")
+        raise MedaiError(f"spacing has {len(spacing)} values but the image is {array.ndim}-D; "
+                         "give one per axis (z, y, x)")
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise MedaiError(f"spacing {spacing} must be positive finite millimetres")
     return array, spacing
@@ -136,48 +149,6 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
         raise MedaiError(f"{what} has almost no soft tissue ({soft:.1%} of voxels in -100..300 HU; "
                          f"values {lo:.0f}..{hi:.0f}): it is not an abdominal CT in Hounsfield units; check the file "
                          "and its rescale slope/intercept")
-
-
-# ------------------------------------------------------------------------------------ orientation
-def canonical_orientation(affine: Optional[np.ndarray], ndim: int) -> tuple[tuple, tuple]:
-    """Axis permutation and flips that bring a (z, y, x) array to radiological order.
-
-    Canonical: axis 0 towards superior, axis 1 (rows) towards posterior, axis 2 (columns) towards the
-    patient's left (napari's display frame, the way the LiTS training slices are stored). ``affine``
-    maps array indices (napari order) to RAS mm. Without an affine, or for 2-D input, or for oblique
-    volumes whose axes are not near the anatomical ones, the array is taken as already canonical.
-    """
-    if affine is None or ndim != 3:
-        return tuple(range(ndim)), ()
-    a = np.asarray(affine, dtype=float)[:3, :3]
-    dominant = [int(np.argmax(np.abs(a[:, i]))) for i in range(3)]  # world axis of each array axis
-    if sorted(dominant) != [0, 1, 2]:
-        return (0, 1, 2), ()
-    perm = tuple(dominant.index(w) for w in (2, 1, 0))  # new axis k <- array axis perm[k]
-    flips = []
-    if a[2, perm[0]] < 0:
-        flips.append(0)
-    if a[1, perm[1]] > 0:  # rows must run anterior -> posterior (RAS y decreasing)
-        flips.append(1)
-    if a[0, perm[2]] > 0:  # columns must run right -> left (RAS x decreasing)
-        flips.append(2)
-    return perm, tuple(flips)
-
-
-def to_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
-    out = np.transpose(array, perm) if perm != tuple(range(array.ndim)) else array
-    for axis in flips:
-        out = np.flip(out, axis)
-    return out
-
-
-def from_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
-    out = array
-    for axis in flips:
-        out = np.flip(out, axis)
-    if perm != tuple(range(array.ndim)):
-        out = np.transpose(out, np.argsort(perm))
-    return np.ascontiguousarray(out)
 
 
 # ------------------------------------------------------------------------------------ models
@@ -220,7 +191,8 @@ def load_model(model=None, device="cpu") -> LoadedModel:
     path = Path(str(model)).expanduser() if model is not None and not isinstance(model, ModelCard) else None
     if path is not None and path.is_file() and path.name != "card.json":
         if path.suffix.lower() not in (".ts", ".pt", ".pth", ".zip", ".torchscript"):
-            raise MedaiError(f"{path.name}: a model file must be TorchScript (.ts/.pt); or give a folder with card.json")
+            raise MedaiError(f"{path.name}: a model file must be TorchScript (.ts/.pt); "
+                             "or give a folder with card.json")
         key = ("ts", str(path.resolve()), path.stat().st_mtime_ns, str(device))
         if key not in _CACHE:
             net = _load_torchscript(path, device)
@@ -228,10 +200,12 @@ def load_model(model=None, device="cpu") -> LoadedModel:
             spec = dict(DEFAULT_SPEC)
             if sidecar.is_file():
                 spec.update(json.loads(sidecar.read_text()).get("input_spec", {}))
-            _CACHE[key] = LoadedModel(net, spec, path.name, int(spec.get("spatial_dims", 2)), _names_for(spec, None), True)
+            _CACHE[key] = LoadedModel(net, spec, path.name, int(spec.get("spatial_dims", 2)),
+                                      _names_for(spec, None), True)
         return _CACHE[key]
     if path is not None and not path.exists() and (("/" in str(model)) or path.suffix):
-        raise MedaiError(f"model {model} does not exist; give a registered name, a card folder, a TorchScript file or a MONAI bundle")
+        raise MedaiError(f"model {model} does not exist; give a registered name, a card folder, "
+                         "a TorchScript file or a MONAI bundle")
     card = resolve_model(model, task="segmentation", default=DEFAULT_MODEL)
     weights = card.weights_path
     key = ("card", card.name, str(weights), card.sha256, str(device))
@@ -253,7 +227,8 @@ def load_model(model=None, device="cpu") -> LoadedModel:
             try:
                 net.load_state_dict(state)
             except RuntimeError as exc:
-                raise MedaiError(f"weights of model '{card.name}' do not fit its arch_params ({str(exc).splitlines()[0][:120]})") from None
+                first = str(exc).splitlines()[0][:120]
+                raise MedaiError(f"weights of model '{card.name}' do not fit its arch_params ({first})") from None
             net = net.to(device).eval()
             channels = params.get("out_channels")
             dims = ARCH_DIMS[params["arch"]]
@@ -318,7 +293,8 @@ def physical_canvas(h: int, w: int, spacing_yx: Sequence[float], pixel_mm: float
     return rh, rw, ch, cw, (ch - rh) // 2, (cw - rw) // 2
 
 
-def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress, should_stop, notes=None) -> np.ndarray:
+def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choice, sizes, progress,
+                    should_stop, notes=None) -> np.ndarray:
     """Slice-wise 2-D inference on a canonical (z, y, x) [0, 1] volume; returns uint8 labels.
 
     With ``input_spec.pixel_mm`` (the shipped model) each slice is resampled to that pixel size and
@@ -386,7 +362,8 @@ def _predict_slices(lm: LoadedModel, data01: np.ndarray, spacing_yx: tuple, choi
     return run_with_oom_fallback(run, choice, sizes=list(sizes), notify=(notes if notes is not None else []).append)
 
 
-def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice, sizes, progress, should_stop, notes=None) -> np.ndarray:
+def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice, sizes, progress,
+                    should_stop, notes=None) -> np.ndarray:
     """Volumetric inference with a sliding window (3-D models)."""
     import torch
     import torch.nn.functional as F
@@ -429,13 +406,6 @@ def _predict_volume(lm: LoadedModel, data01: np.ndarray, spacing: tuple, choice,
 
 
 # ------------------------------------------------------------------------------------ post-processing
-def dice(prediction: np.ndarray, truth: np.ndarray) -> Optional[float]:
-    """Dice coefficient of two masks; ``None`` when both are empty (undefined, not perfect)."""
-    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
-    total = int(prediction.sum()) + int(truth.sum())
-    return None if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
-
-
 def liver_component(mask: np.ndarray, midline_x: Optional[float] = None, min_share: float = 0.5) -> np.ndarray:
     """The connected component of a liver mask (z, y, x) or (y, x) that is the liver.
 
@@ -585,9 +555,9 @@ def contrast_note(hu: np.ndarray, labels: np.ndarray, spec: dict) -> Optional[st
     median = float(np.median(np.asarray(hu)[liver]))
     if lo <= median <= hi:
         return None
-    return (f"the segmented liver's median is {median:.0f} HU, outside the {lo:.0f}-{hi:.0f} HU of the scans this model "
-            "was trained on (another contrast phase, or a fatty liver?): check the liver outline, and do not trust "
-            "the tumour labels without looking at them")
+    return (f"the segmented liver's median is {median:.0f} HU, outside the {lo:.0f}-{hi:.0f} HU of the scans "
+            "this model was trained on (another contrast phase, or a fatty liver?): check the liver outline, "
+            "and do not trust the tumour labels without looking at them")
 
 
 LIVER_ML_RANGE = (600.0, 4000.0)  # plausible adult liver volume (ml)
@@ -682,7 +652,8 @@ def segment(
         validate_ct_hu(array)
     choice = resolve_device(device)
     check_stop(should_stop)
-    ensure_fits(estimate_bytes(array.shape, "float32", copies=3.5), "segmentation of a volume of shape " + str(array.shape))
+    ensure_fits(estimate_bytes(array.shape, "float32", copies=3.5),
+                "segmentation of a volume of shape " + str(array.shape))
     lm = load_model(model, "cpu" if choice.kind == "cpu" else choice.torch)
     if model is not None and _spec_window(lm.spec) is not None:
         validate_ct_hu(array)
@@ -700,7 +671,8 @@ def segment(
         labels = _predict_slices(lm, data01, sp_canon[1:], choice, sizes, progress, should_stop, notes)
     else:
         if array.ndim == 2:
-            raise MedaiError(f"model {getattr(lm.card, 'name', lm.card)} is a 3-D model; give a volume, not a single slice")
+            raise MedaiError(f"model {getattr(lm.card, 'name', lm.card)} is a 3-D model; "
+                             "give a volume, not a single slice")
         labels = _predict_volume(lm, data01, sp_canon, choice, sizes, progress, should_stop, notes)
     check_stop(should_stop)
     if postprocessing and lm.postprocess:

@@ -9,6 +9,7 @@ ARCH_DIMS = {"cascade2d": 2, "unet2d": 2, "unet3d": 3, "vnet": 3, "basicunetplus
 
 
 def default_arch_params(arch: str, in_channels: int = 1, out_channels: int = 3) -> dict:
+    """Small default hyper-parameters for ``arch``, so a card needs only the architecture name."""
     if arch not in ARCHS:
         raise MedaiError(f"unknown architecture '{arch}'; use one of: {', '.join(ARCHS)}")
     base = {"arch": arch, "in_channels": in_channels, "out_channels": out_channels}

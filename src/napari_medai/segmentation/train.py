@@ -43,7 +43,8 @@ def read_msd(folder) -> tuple[list[tuple[Path, Path]], dict, bool]:
     folder = Path(folder).expanduser()
     meta_path = folder / "dataset.json"
     if not meta_path.is_file():
-        raise MedaiError(f"{folder} has no dataset.json; give a Medical Segmentation Decathlon folder (dataset.json, imagesTr, labelsTr)")
+        raise MedaiError(f"{folder} has no dataset.json; give a Medical Segmentation Decathlon folder "
+                         "(dataset.json, imagesTr, labelsTr)")
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as exc:
@@ -64,8 +65,9 @@ def read_msd(folder) -> tuple[list[tuple[Path, Path]], dict, bool]:
 
 
 def _load_case(image: Path, label: Path, window, n_classes: int):
+    from ..io.geometry import canonical_orientation, to_canonical
     from ..io.readers import load_image
-    from .core import canonical_orientation, to_canonical, window01
+    from .core import window01
 
     img, lab = load_image(image), load_image(label)
     if img.data.ndim != 3 or img.rgb:
@@ -76,7 +78,8 @@ def _load_case(image: Path, label: Path, window, n_classes: int):
     x = window01(to_canonical(img.data, perm, flips), window).astype(np.float32)
     y = np.ascontiguousarray(to_canonical(np.asarray(lab.data), perm, flips)).astype(np.int64)
     if y.min() < 0 or y.max() >= n_classes:
-        raise MedaiError(f"{label.name}: label values {int(y.min())}..{int(y.max())} outside 0..{n_classes - 1} of dataset.json")
+        raise MedaiError(f"{label.name}: label values {int(y.min())}..{int(y.max())} "
+                         f"outside 0..{n_classes - 1} of dataset.json")
     spacing = tuple(img.geometry.spacing[p] for p in perm)
     return np.ascontiguousarray(x), y.astype(np.uint8), spacing, img
 
@@ -197,7 +200,7 @@ def train_msd(
     out.mkdir(parents=True, exist_ok=True)
 
     cases = []
-    for k, (image, label) in enumerate(pairs):
+    for image, label in pairs:
         check_stop(should_stop)
         cases.append(_load_case(image, label, win, n_classes))
     dims = ARCH_DIMS.get(arch, 2)
@@ -211,7 +214,8 @@ def train_msd(
         except Exception as exc:  # noqa: BLE001
             raise MedaiError(f"cannot resume from {resume}: {str(exc).splitlines()[0][:120]}") from None
         if ckpt.get("arch_params") != json.dumps(params, sort_keys=True):
-            raise MedaiError(f"checkpoint {resume} is for another architecture or label set; resume with the same --arch and data")
+            raise MedaiError(f"checkpoint {resume} is for another architecture or label set; "
+                             "resume with the same --arch and data")
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, best = int(ckpt["epoch"]), float(ckpt["best"])

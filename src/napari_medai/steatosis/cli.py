@@ -7,6 +7,7 @@ import sys
 
 
 def register(groups) -> None:
+    """Add ``grade`` and ``train steatosis`` to the CLI; handlers import the core only when run."""
     p = groups.root.add_parser(
         "grade", help="fatty-liver grade (S0-S3) from B-mode ultrasound",
         description="Grade hepatic steatosis in B-mode frames from a liver ROI, optionally with a kidney-cortex ROI "
@@ -46,6 +47,7 @@ def register(groups) -> None:
 
 
 def run_grade(args) -> int:
+    """``grade``: grade steatosis in B-mode frames from the given ROIs and print or emit the result."""
     from ..cli.main import emit_json
     from ..errors import MedaiError
     from ..io.readers import load_image
@@ -80,6 +82,7 @@ def run_grade(args) -> int:
 
 
 def run_train(args) -> int:
+    """``train steatosis``: cross-validate, write the report and (unless --no-final) export a model."""
     from pathlib import Path
 
     from ..cli.main import emit_json
@@ -110,10 +113,12 @@ def run_train(args) -> int:
     if not args.no_final:
         spec, tensors = fit_final(data, result["selected"], result["selected_without_index"], params, args.preprocess,
                                   args.epochs, args.seed)
-        export_model(out / "model", args.name, spec, tensors, result, result["selected"], result["selected_without_index"])
+        export_model(out / "model", args.name, spec, tensors, result, result["selected"],
+                     result["selected_without_index"])
         doc["model"] = str(out / "model")
     if args.json:
         emit_json(doc)
     else:
-        log(f"wrote {out / 'report.md'}; selected {result['selected']}" + (f"; model in {out / 'model'}" if not args.no_final else ""))
+        where = f"; model in {out / 'model'}" if not args.no_final else ""
+        log(f"wrote {out / 'report.md'}; selected {result['selected']}" + where)
     return 0

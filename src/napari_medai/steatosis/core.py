@@ -46,6 +46,8 @@ NO_ROI_MESSAGE = ("no liver ROI given: draw one (roi=(x, y, w, h) / --roi X,Y,W,
 
 @dataclass
 class SteatosisResult:
+    """A graded frame: grade, probabilities, heat map and the caveats, so callers need not recompute."""
+
     grade: int
     label: str
     probabilities: np.ndarray
@@ -66,6 +68,7 @@ class SteatosisResult:
     patch_agreement: float = 1.0  # share of the patches whose own grade is the result's grade
 
     def to_dict(self) -> dict:
+        """JSON-ready form (no heat map; rounded numbers) for the CLI output and saved metadata."""
         return {
             "grade": int(self.grade), "label": self.label,
             "probabilities": [round(float(p), 6) for p in self.probabilities],
@@ -310,7 +313,8 @@ def grade_steatosis(
     grader, card, dev_name = get_grader(model, device)
     positions = _patch_positions(region, box, (H, W))
     if len(positions) == 1 and (box[2] < PATCH or box[3] < PATCH):
-        warnings.append(f"the ROI is smaller than the {PATCH}x{PATCH} model input; a {PATCH}x{PATCH} window centred on it was graded")
+        warnings.append(f"the ROI is smaller than the {PATCH}x{PATCH} model input; "
+                        f"a {PATCH}x{PATCH} window centred on it was graded")
     crops = np.stack([gray[py:py + PATCH, px:px + PATCH] for py, px in positions]).astype(np.float32)
     uncertain_reasons += domain_reasons(crops, image, region)
     n_total = 1 + (len(positions) if heatmap else 0)
@@ -358,7 +362,8 @@ def _occlusion(grader, crops, positions, probs, grade, hri, shape, region, progr
         occl = np.repeat(sub[:, None], nb * nb, axis=1).copy()  # (n, nb*nb, 28, 28)
         for k in range(nb * nb):
             by, bx = divmod(k, nb)
-            occl[:, k, by * OCCLUDE:(by + 1) * OCCLUDE, bx * OCCLUDE:(bx + 1) * OCCLUDE] = sub.mean(axis=(1, 2))[:, None, None]
+            ys, xs = slice(by * OCCLUDE, (by + 1) * OCCLUDE), slice(bx * OCCLUDE, (bx + 1) * OCCLUDE)
+            occl[:, k, ys, xs] = sub.mean(axis=(1, 2))[:, None, None]
         po, _ = grader.predict(occl.reshape(-1, PATCH, PATCH), hri)
         drop = probs[start:start + len(sub), grade][:, None] - po[:, grade].reshape(len(sub), nb * nb)
         for j, (py, px) in enumerate(positions[start:start + chunk]):
