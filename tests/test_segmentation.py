@@ -404,3 +404,35 @@ def test_widget_refuses_what_the_api_refuses(make_napari_viewer, monkeypatch):
     assert widget() is None
     assert widget.jobs.last_error == refused and "\n" not in refused
     assert [layer.name for layer in viewer.layers] == ["bmode"]
+
+
+def test_widget_shows_a_bundles_metadata_and_refuses_a_broken_folder(make_napari_viewer, tmp_path):
+    """Picking a MONAI bundle folder shows its name, version, description, labels and licence before any
+    run; a folder that is not a readable bundle shows the one-line refusal instead of a traceback."""
+    from napari_medai.segmentation.widget import DEFAULT_MODEL, SegmentationWidget
+
+    bundle = tmp_path / "liver_bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": {}}))
+    meta = {"name": "Toy liver bundle", "version": "0.3.1", "description": "liver from CT, for tests",
+            "license": "Apache-2.0",
+            "network_data_format": {"outputs": {"pred": {"channel_def": {"0": "background", "1": "liver"}}}}}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    widget = SegmentationWidget(make_napari_viewer())
+    assert widget.model_info.value == "" and widget.model_choice() == widget.model.value
+    assert widget.bundle.tooltip and widget.model_info.tooltip
+    widget.bundle.value = str(bundle)
+    info = widget.model_info.value
+    assert "Toy liver bundle 0.3.1" in info and "liver from CT, for tests" in info
+    assert "licence: Apache-2.0" in info and "1 = liver" in info and "background" not in info
+    assert widget.model_choice() == str(bundle)
+    # broken: metadata.json that is not JSON, and a folder without configs/
+    (bundle / "configs" / "metadata.json").write_text("{not json")
+    widget.bundle.value = str(tmp_path)  # change twice so the widget re-reads the same bundle
+    assert widget.model_info.value.startswith("error: ") and "MONAI bundle" in widget.model_info.value
+    widget.bundle.value = str(bundle)
+    error = widget.model_info.value
+    assert error.startswith("error: cannot read MONAI bundle file metadata.json") and "\n" not in error
+    # clearing the bundle falls back to the registered model and empties the info
+    widget.bundle.line_edit.value = ""  # what a user does (FileEdit.value = "" becomes the working folder)
+    assert widget.model_info.value == "" and widget.model_choice() in (widget.model.value, DEFAULT_MODEL)

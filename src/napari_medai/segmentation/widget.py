@@ -11,6 +11,8 @@ Research use only, not a medical device.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from magicgui.widgets import ComboBox
 
@@ -44,17 +46,26 @@ def _is_ct(layer) -> bool:
 
 
 def describe_model_path(path: str) -> str:
-    """One line about a model file or MONAI bundle folder (its name, version and labels where known)."""
-    try:
-        from .bundle import describe_bundle  # MONAI bundles (#14); absent in older builds
-    except ImportError:
+    """What the model picker shows before running: a MONAI bundle folder's metadata (name, version,
+    description, label names, licence) over several lines, the one-line refusal for a folder that is not
+    a readable bundle, and "" for an empty choice or a TorchScript file / card folder."""
+    path = str(path or "").strip()
+    if path in ("", "."):
         return ""
+    from .bundle import describe_bundle, is_bundle
+
+    if not is_bundle(path) and not (Path(path).is_dir() and not (Path(path) / "card.json").is_file()):
+        return ""  # a TorchScript file or a card folder: segment() checks it when it runs
     try:
         info = describe_bundle(path)
-    except Exception:  # not a bundle: a TorchScript file or a card folder
-        return ""
+    except MedaiError as exc:
+        return f"error: {exc}"
     labels = ", ".join(f"{k} = {v}" for k, v in sorted((info.get("labels") or {}).items()))
-    return f"{info.get('name', '?')} {info.get('version', '')}: {labels}".strip()
+    lines = [f"MONAI bundle {info.get('name') or '?'} {info.get('version') or ''}".rstrip(),
+             str(info.get("description") or "").strip(),
+             f"labels: {labels or 'not listed'}",
+             f"licence: {info.get('license') or 'not stated'}"]
+    return "\n".join(line for line in lines if line)
 
 
 class SegmentationWidget(ToolWidget):
@@ -72,14 +83,17 @@ class SegmentationWidget(ToolWidget):
                          tooltip="registered segmentation model (Settings adds a folder with your own)")
         model_path = file_edit(name="model_path", label="or model file", mode="r", value="",
                               filter="TorchScript (*.ts *.pt);;All files (*)",
-                              tooltip="optional: a TorchScript file, a card folder or a MONAI bundle folder; "
-                                      "overrides 'model' when set")
+                              tooltip="optional: a TorchScript file or a card folder; overrides 'model' when set")
+        bundle = file_edit(name="bundle", label="or MONAI bundle", mode="d", value="",
+                           tooltip="optional: a MONAI bundle's root folder (configs/ with metadata.json and "
+                                   "inference.json); overrides 'model' and 'or model file' when set")
         device = device_box()
         self.job_panel = JobPanel()
         widgets = [
             banner(),
-            form("options", [image, model, model_path, device]),
-            text("model_info", tooltip="what the chosen model file is"),
+            form("options", [image, model, model_path, bundle, device]),
+            text("model_info", tooltip="the chosen MONAI bundle's name, version, description, label names and "
+                 "licence (read before running)"),
             button("run_button", "Segment liver and tumours", "segment the CT layer in the background; the result "
                    "is a Labels layer aligned with it", self.run),
             embed(self.job_panel, "jobs_holder"),
@@ -92,7 +106,13 @@ class SegmentationWidget(ToolWidget):
         super().__init__(napari_viewer, widgets, name="napari_medai_segmentation")
         self.jobs = self.job_panel
         remember(self.model, "segmentation.model")
-        self.model_path.changed.connect(lambda v: setattr(self.model_info, "value", describe_model_path(str(v))))
+        for choice in (self.model, self.model_path, self.bundle):
+            choice.changed.connect(lambda *_: self._update_model_info())
+        self._update_model_info()
+
+    def _update_model_info(self) -> None:
+        """Show what the chosen model is (a bundle's metadata, or why the folder is refused)."""
+        self.model_info.value = describe_model_path(self.model_choice())
 
     # ---- layers --------------------------------------------------------------------------------
     def source_layer(self):
@@ -103,9 +123,12 @@ class SegmentationWidget(ToolWidget):
         return layer
 
     def model_choice(self) -> str:
-        """The model file when one is given, else the registered model."""
-        path = str(self.model_path.value or "").strip()
-        return path if path not in ("", ".") else (self.model.value or DEFAULT_MODEL)
+        """The bundle folder when one is given, else the model file, else the registered model."""
+        for edit in (self.bundle, self.model_path):
+            path = str(edit.line_edit.value or "").strip()  # the typed text: FileEdit turns "" into "."
+            if path not in ("", "."):
+                return path
+        return self.model.value or DEFAULT_MODEL
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self):
