@@ -20,7 +20,7 @@ from .runtime.provenance import RESEARCH_NOTICE
 
 
 def _dice(a: np.ndarray, b: np.ndarray):
-    from .segmentation.core import dice
+    from .segmentation.metrics import dice
 
     value = dice(a, b)
     return None if value is None else round(value, 4)

@@ -24,7 +24,8 @@ import numpy as np
 
 from napari_medai.data_paths import shared_data_dir
 from napari_medai.io.readers import load_image
-from napari_medai.segmentation.core import dice, load_model, segment
+from napari_medai.segmentation.core import load_model, segment
+from napari_medai.segmentation.metrics import dice
 from napari_medai.segmentation.crops import CROP_KINDS, liver_centred_crop
 
 CASES = {"ircadb07": ("ct/ircadb-07/ircadb01_07_ct.nii.gz", "ct/ircadb-07/ircadb01_07_label.nii.gz"),

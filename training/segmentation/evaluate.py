@@ -24,7 +24,8 @@ from napari_medai.data_paths import shared_data_dir
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
-from napari_medai.segmentation.core import canonical_orientation, segment, to_canonical
+from napari_medai.io.geometry import canonical_orientation, from_canonical, to_canonical
+from napari_medai.segmentation.core import segment
 
 HERE = Path(__file__).resolve().parent
 CT = (shared_data_dir() or HERE.parents[1].parent / "shared" / "data") / "ct"  # $NAPARI_MEDAI_DATA
@@ -59,7 +60,6 @@ def main():
             pb, fb = canonical_orientation(b.geometry.affine_ras(), 3)
             gt_c = to_canonical(gt, pb, fb)
             assert gt_c.shape == to_canonical(a.data, pa, fa).shape
-            from napari_medai.segmentation.core import from_canonical
             gt = from_canonical(gt_c, pa, fa)
         t = time.perf_counter()
         r = segment(a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model, device="cpu")

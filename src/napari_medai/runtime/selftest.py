@@ -356,7 +356,7 @@ def _segmentation_run(device: str, s: Samples, should_stop: Optional[ShouldStop]
 
 
 def _segmentation_sanity(out: dict, s: Samples) -> list:
-    from ..segmentation.core import dice as _dice
+    from ..segmentation.metrics import dice as _dice
 
     labels = out["labels"]
     liver_ml = float(out["volumes_ml"].get("liver", 0.0))
@@ -373,7 +373,7 @@ def _segmentation_sanity(out: dict, s: Samples) -> list:
 
 
 def _segmentation_compare(ref: dict, out: dict, device: str) -> list:
-    from ..segmentation.core import dice as _dice
+    from ..segmentation.metrics import dice as _dice
 
     a, b = ref["labels"], out["labels"]
     if a.shape != b.shape:

@@ -29,10 +29,6 @@ from ..errors import MedaiError
 from ..io.geometry import canonical_orientation, from_canonical, to_canonical
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
 
-# dice's one home is metrics.py; re-exported here because demo.py, runtime/selftest.py and the
-# training scripts import it from this module.
-from .metrics import dice  # noqa: F401
-
 DEFAULT_MODEL = "liver-tumor-ct"
 DEFAULT_SPEC = {"window_hu": [-40.0, 160.0], "size": [128, 128], "axes": "slice-wise axial"}
 LIVER_NAMES = {1: "liver", 2: "tumour"}
