@@ -35,3 +35,19 @@ def test_headless_demo_runs_every_tool(tmp_path, make_napari_viewer):
 
     image = iio.imread(out / "screenshot_viewer_with_widgets.png")
     assert image.shape[0] > 500 and float(np.std(image)) > 10  # a rendered window, not a blank frame
+
+
+def test_demo_json_keeps_progress_lines_off_stdout(monkeypatch, capsys):
+    """`demo --json` prints one JSON document on stdout; the per-tool lines go to stderr."""
+    from napari_medai import demo
+    from napari_medai.cli.main import main
+
+    def fake_headless(out):
+        print("clahe          ok (0.1 s)")
+        return {"tools": {"clahe": {"status": "ok"}}, "failed": []}
+
+    monkeypatch.setattr(demo, "run_headless", fake_headless)
+    assert main(["demo", "--json", "--out", "unused"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["tools"]["clahe"]["status"] == "ok"
+    assert "clahe          ok" in captured.err

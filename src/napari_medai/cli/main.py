@@ -186,7 +186,11 @@ def run_demo(args) -> int:
 
     if args.gui:
         return open_gui()
-    report = run_headless(args.out)
+    import contextlib
+
+    # The per-tool progress lines go to stderr with --json: stdout holds one JSON document only.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = run_headless(args.out)
     if args.json:
         emit_json(report)
     return 0 if not report.get("failed") else 1
