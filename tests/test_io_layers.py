@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medai.errors import MedaiError
-from napari_medai.io.layers import current_plane, plane_indices, shape_to_roi
+from napari_medai.io.layers import current_plane, plane_indices, shape_to_roi, shape_vertices
 from napari_medai.io.planes import parse_xywh, to_gray
 
 
@@ -51,6 +51,17 @@ def test_rectangle_and_polygon_from_a_shapes_layer_in_image_pixels():
     assert mask.dtype == bool and mask[1, 1] and not mask[19, 19]
     with pytest.raises(MedaiError, match="Shapes layer"):
         shape_to_roi(FakeLayer([], shape_type=[]), image)
+
+
+def test_rectangle_on_a_scaled_layer_keeps_its_whole_pixel_size():
+    """Corners drawn on a layer scaled by 0.3 come back with float noise (28 -> 28.000000000000004 px)."""
+    image = FakeLayer(np.zeros((434, 636)), scale=(0.3, 0.3))
+    y, x, h, w = 28, 14, 28, 43  # 28 * 0.3 / 0.3 != 28, 14 * 0.3 / 0.3 != 14
+    rect = np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], float) * 0.3
+    shapes = FakeLayer([rect], shape_type=["rectangle"])
+    _, rc = shape_vertices(shapes, image)
+    assert not np.array_equal(rc, np.round(rc))  # the float noise this guards against is really there
+    assert shape_to_roi(shapes, image) == (x, y, w, h)
 
 
 def test_selected_shape_wins_over_the_last_one():

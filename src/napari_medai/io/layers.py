@@ -60,6 +60,9 @@ def shape_to_roi(shapes_layer: Any, image_layer: Any, frame_shape: Optional[tupl
     of the shape, floor / ceil to whole pixels) for a rectangle, or when ``frame_shape`` is None;
     a boolean mask of ``frame_shape`` for an ellipse or polygon."""
     kind, rc = shape_vertices(shapes_layer, image_layer, which)
+    # Snap float noise from the world <-> data round trip (28.000000001 on a scaled layer) to the whole
+    # pixel, so floor / ceil below never grow a drawn 28-px side to 29 px.
+    rc = np.where(np.abs(rc - np.round(rc)) < 1e-6, np.round(rc), rc)
     if kind == "rectangle" or frame_shape is None:
         r0, c0 = np.floor(rc.min(axis=0)).astype(int)
         r1, c1 = np.ceil(rc.max(axis=0)).astype(int)

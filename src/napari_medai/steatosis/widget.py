@@ -41,32 +41,13 @@ LABELS = ("S0 normal", "S1 mild", "S2 moderate", "S3 severe")
 
 
 def shape_roi(shapes_layer, image_layer, frame_shape):
-    """The last shape of ``shapes_layer`` in the image's pixel grid: (x, y, w, h) for a rectangle, a
-    boolean mask for a polygon / ellipse. None when the layer has no shape."""
+    """The selected (else the last) shape of ``shapes_layer`` in the image's pixel grid: (x, y, w, h) for a
+    rectangle, a boolean mask for a polygon / ellipse (``io.layers.shape_to_roi``). None without a shape."""
     if shapes_layer is None or len(shapes_layer.data) == 0:
         return None
-    verts = np.asarray(shapes_layer.data[-1], dtype=float)
-    kind = shapes_layer.shape_type[-1]
-    try:
-        world = np.array([shapes_layer.data_to_world(v) for v in verts])
-        pix = np.array([image_layer.world_to_data(w) for w in world])
-    except Exception:  # older napari: same coordinates
-        pix = verts
-    rc = pix[:, -2:]
-    if kind == "rectangle":
-        r0, c0 = rc.min(axis=0)
-        r1, c1 = rc.max(axis=0)
-        return (int(round(c0)), int(round(r0)), max(1, int(round(c1 - c0))), max(1, int(round(r1 - r0))))
-    from skimage.draw import ellipse, polygon2mask
+    from ..io.layers import shape_to_roi
 
-    if kind == "ellipse":
-        mask = np.zeros(frame_shape, bool)
-        center = rc.mean(axis=0)
-        radius = (rc.max(axis=0) - rc.min(axis=0)) / 2
-        rr, cc = ellipse(center[0], center[1], max(radius[0], 1), max(radius[1], 1), shape=frame_shape)
-        mask[rr, cc] = True
-        return mask
-    return polygon2mask(frame_shape, rc)
+    return shape_to_roi(shapes_layer, image_layer, frame_shape)
 
 
 def _is_image(layer) -> bool:
