@@ -108,14 +108,29 @@ def test_library_query_does_not_touch_faiss_threads(monkeypatch):
     assert faiss.omp_get_max_threads() == before
 
 
-def test_training_a_texture_net_restores_torch_threads():
+def test_training_a_texture_net_leaves_torch_threads_alone():
     torch = pytest.importorskip("torch")
     from napari_medai.steatosis.train import train_net
 
     before = torch.get_num_threads()
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, size=(8, 28, 28)).astype(np.uint8)
-    state = train_net(crops, np.array([0, 1, 2, 3] * 2), "cnn", {"width": 4}, preprocess="raw", epochs=1, batch=8,
-                      threads=1)
+    state = train_net(crops, np.array([0, 1, 2, 3] * 2), "cnn", {"width": 4}, preprocess="raw", epochs=1, batch=8)
     assert state and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert torch.get_num_threads() == before
+
+
+def test_no_module_in_src_sets_thread_counts():
+    """Thread counts are process-wide (napari's process is shared): no call in src/ sets them."""
+    import ast
+    import pathlib
+
+    src = pathlib.Path(__file__).resolve().parents[1] / "src" / "napari_medai"
+    setters = {"set_num_threads", "set_num_interop_threads", "omp_set_num_threads", "set_threading_layer"}
+    offenders = [
+        f"{path.relative_to(src)}:{node.lineno}"
+        for path in src.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in setters
+    ]
+    assert offenders == []

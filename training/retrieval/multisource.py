@@ -158,7 +158,7 @@ def main(argv=None):
     t0 = time.time()
     net, arch, hist = train_embedder(
         x, y, n_classes=len(types), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss="ce+supcon", arch=arch, seed=a.seed,
-        threads=a.threads, device="cpu", augmentation=a.augmentation, y_coarse=None if a.control else yc, coarse_weight=a.coarse_weight,
+        device="cpu", augmentation=a.augmentation, y_coarse=None if a.control else yc, coarse_weight=a.coarse_weight,
         sample_weight=None if a.control else w, checkpoint=ckpt, log=lambda r: print(json.dumps(r), flush=True))
     minutes = hist[-1]["minutes"] if hist else (time.time() - t0) / 60
     from safetensors.torch import save_file

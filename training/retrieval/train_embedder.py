@@ -70,7 +70,7 @@ def main(argv=None):
     t0 = time.time()
     net, arch, hist = train_embedder(
         x[fit], y_fit, n_classes=len(train_classes), epochs=a.epochs, batch_size=a.bs, lr=a.lr, loss=a.loss,
-        supcon_weight=a.supcon_weight, instance_weight=a.instance_weight, arch=arch, seed=a.seed, threads=a.threads, device="cpu",
+        supcon_weight=a.supcon_weight, instance_weight=a.instance_weight, arch=arch, seed=a.seed, device="cpu",
         max_minutes=a.max_minutes, mixed_precision=not a.no_bf16, log=lambda r: print(json.dumps(r), flush=True),
     )
     minutes = (time.time() - t0) / 60

@@ -66,7 +66,6 @@ def register(groups) -> None:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None)
     t.add_argument("--no-mixed-precision", action="store_true",
                    help="train in float32 (default: bf16 autocast where supported)")
     t.add_argument("--device", default="auto")
@@ -219,7 +218,7 @@ def run_train(args) -> int:
     )
     net, arch, hist = train_embedder(
         x, y, n_classes=len(classes), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-        seed=args.seed, threads=args.threads, device=args.device, log=log,
+        seed=args.seed, device=args.device, log=log,
         mixed_precision=not args.no_mixed_precision,
     )
     out = export_embedder(

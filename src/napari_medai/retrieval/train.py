@@ -169,7 +169,6 @@ def train_embedder(
     instance_weight: float = 0.0,
     arch: Optional[dict] = None,
     seed: int = 0,
-    threads: Optional[int] = None,
     device: str = "auto",
     max_minutes: float = 0,
     mixed_precision: bool = True,
@@ -199,8 +198,6 @@ def train_embedder(
     Returns (net, arch dict, history list)."""
     from ..runtime.device import resolve_device
 
-    if threads:
-        torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     choice = resolve_device(device)

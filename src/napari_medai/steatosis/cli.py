@@ -98,12 +98,6 @@ def run_train(args) -> int:
         params["width"] = args.width if args.model_type == "se-irv2" else int(args.width)
     if args.input_size is not None and deep:
         params["input_size"] = args.input_size
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
     out = Path(args.output)
     result = cross_validate(data, args.model_type, n_folds=args.folds, seed=args.seed, arch_params=params,
                             preprocess=args.preprocess, epochs=args.epochs, n_boot=args.bootstrap, log=log)

@@ -55,23 +55,14 @@ def make_folds(grade, patient, n_folds: int = 5, seed: int = 0) -> list:
 
 
 def train_net(crops, grade, arch: str, arch_params: dict, preprocess: str = "raw+clahe", epochs: int = 40,
-              batch: int = 32, lr: float = 3e-3, seed: int = 0, threads: Optional[int] = None, should_stop=None,
+              batch: int = 32, lr: float = 3e-3, seed: int = 0, should_stop=None,
               x_input: Optional[np.ndarray] = None) -> dict:
     """Train a texture network; returns its state dict (float32 CPU tensors).
 
-    ``threads``: torch CPU threads for this training only (restored afterwards); ``None`` keeps the
-    process's setting (the ``train steatosis`` command runs its own process with one thread).
+    torch's thread count is the caller's (napari's process is shared): set ``OMP_NUM_THREADS`` or call
+    ``torch.set_num_threads`` in your own process to choose it.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        return _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input)
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+    return _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input)
 
 
 def _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input):
