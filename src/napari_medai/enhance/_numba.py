@@ -42,6 +42,19 @@ def _chunk_span(c, n, chunk):
     return b, s, min(s + chunk, n)
 
 
+@njit(inline="always")
+def _count_run(hist, seg, kx, k4, nbins):
+    """Add the bins of ``seg[:kx]`` to ``hist`` as four interleaved sub-histograms (``nbins`` apart), which
+    breaks the store-to-load dependency between neighbouring pixels of one bin; the caller sums them."""
+    for w in range(0, k4, 4):
+        hist[seg[w]] += 1
+        hist[nbins + seg[w + 1]] += 1
+        hist[2 * nbins + seg[w + 2]] += 1
+        hist[3 * nbins + seg[w + 3]] += 1
+    for w in range(k4, kx):
+        hist[seg[w]] += 1
+
+
 @njit(**_OPTS)
 def quantise_lut(x2, lut2, offset, out2, c0, c1, chunk):
     """``out2[b, i] = lut2[b, x2[b, i] - offset]`` for flat chunks ``c0 <= c < c1`` of size ``chunk``."""
@@ -151,14 +164,7 @@ def tile_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, t0, t1):
             for v in range(ky):
                 row = bins[b, zz, iy[ty * ky + v]]
                 if inside:
-                    seg = row[x0:x0 + kx]
-                    for w in range(0, k4, 4):
-                        sub[seg[w]] += 1
-                        sub[nbins + seg[w + 1]] += 1
-                        sub[2 * nbins + seg[w + 2]] += 1
-                        sub[3 * nbins + seg[w + 3]] += 1
-                    for w in range(k4, kx):
-                        sub[seg[w]] += 1
+                    _count_run(sub, row[x0:x0 + kx], kx, k4, nbins)
                 else:
                     for w in range(kx):
                         sub[row[xi[w]]] += 1
@@ -198,14 +204,7 @@ def band_maps(bins, iz, iy, ix, kz, ky, kx, nz, ny, nx, clim, maps, g0, g1):
                     h = sub[tx * stride:(tx + 1) * stride]
                     x0 = tx * kx
                     if x0 + kx <= X:
-                        seg = row[x0:x0 + kx]
-                        for w in range(0, k4, 4):
-                            h[seg[w]] += 1
-                            h[nbins + seg[w + 1]] += 1
-                            h[2 * nbins + seg[w + 2]] += 1
-                            h[3 * nbins + seg[w + 3]] += 1
-                        for w in range(k4, kx):
-                            h[seg[w]] += 1
+                        _count_run(h, row[x0:x0 + kx], kx, k4, nbins)
                     else:
                         xi = ix[x0:x0 + kx]
                         for w in range(kx):
