@@ -82,6 +82,8 @@ def test_cli_cascade_writes_a_usable_model_and_fold_dice(tmp_path, capsys):
         "2",
         "--tumour-iterations",
         "2",
+        "--stage-iterations",
+        "2",
         "--batch-size",
         "2",
         "--fold",
@@ -102,6 +104,10 @@ def test_cli_cascade_writes_a_usable_model_and_fold_dice(tmp_path, capsys):
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["input_spec"]["pixel_mm"] == 2.9 and card["arch_params"]["arch"] == "cascade2d"
     assert card["training"]["organ"]["zoom"] == [0.6, 1.6] and "crops in an air canvas" in card["training_data"]
+    stage = card["input_spec"]["tumour_stage"]
+    assert stage["pixel_mm"] == 1.0 and stage["arch_params"]["in_channels"] == 3
+    assert card["training"]["stage"]["iterations"] == 2 and card["training"]["stage"]["fold"] == 1
+    assert doc["stage"]["val_volumes"] == doc["organ"]["val_volumes"]
     ct = np.full((3, 40, 50), -1000.0, np.float32)
     ct[:, 5:35, 5:45] = -100.0  # fat
     ct[:, 10:30, 10:40] = 50.0  # soft tissue: a CT in HU (segment() refuses pictures)

@@ -30,7 +30,8 @@ def register(groups) -> None:
         help="train a segmentation model (MSD folder, or the LiTS slice folder of the shipped model)",
         description="Train on an MSD layout (dataset.json, imagesTr/, labelsTr/): holds out a fraction of the cases "
         "for validation Dice. Or on a LiTS 2-D slice folder (index.csv, images/, masks/: ct/lits-slices-2d of the "
-        "project data) with --recipe organ|tumour|cascade: the shipped liver-tumor-ct recipe (its model card gives "
+        "project data) with --recipe organ|tumour|tumour-stage|cascade: the shipped liver-tumor-ct recipe "
+        "(its model card gives "
         "the command). Writes checkpoints (--resume continues) and a model folder (card.json + "
         "weights.safetensors) usable with `segment --model OUTDIR/model`. Research use only.",
     )
@@ -69,8 +70,9 @@ def register(groups) -> None:
     s.add_argument(
         "--recipe",
         default="cascade",
-        choices=["organ", "tumour", "cascade"],
-        help="one network of the cascade, or both plus OUTDIR/model (default)",
+        choices=["organ", "tumour", "tumour-stage", "cascade"],
+        help="one network of the cascade (tumour-stage: the high-resolution tumour stage), "
+        "or all three plus OUTDIR/model (default)",
     )
     s.add_argument(
         "--iterations", type=int, default=None, help="--recipe organ/tumour: optimiser steps (defaults 1334 / 1000)"
@@ -80,6 +82,10 @@ def register(groups) -> None:
     )
     s.add_argument(
         "--tumour-iterations", type=int, default=None, help="--recipe cascade: tumour network steps (default 1000)"
+    )
+    s.add_argument(
+        "--stage-iterations", type=int, default=None,
+        help="--recipe cascade/tumour-stage: tumour stage steps (default 800; 0: no stage)",
     )
     s.add_argument(
         "--fold", type=int, default=-1, help="hold out this patient-grouped fold (-1: train on all patients)"
@@ -315,6 +321,8 @@ def _run_train_slices(args) -> int:
         recipe=args.recipe,
         organ_iterations=organ_its,
         tumour_iterations=tumour_its,
+        stage_iterations=(args.iterations if args.recipe == "tumour-stage" and args.iterations
+                          else args.stage_iterations),
         pixel_mm=args.pixel_mm,
         version=args.version,
         init=args.init,

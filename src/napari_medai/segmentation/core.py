@@ -80,6 +80,7 @@ class LoadedModel:
     dims: int  # 2 = slice-wise, 3 = volumetric
     names: dict
     postprocess: bool
+    stage: Any = None  # the high-resolution tumour stage (``input_spec.tumour_stage``), or None
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -207,6 +208,7 @@ def load_model(model=None, device="cpu") -> LoadedModel:
     key = ("card", card.name, str(weights), card.sha256, str(device))
     if key not in _CACHE:
         spec = {**DEFAULT_SPEC, **(card.input_spec or {})}
+        stage = None
         if weights is not None and weights.suffix in (".ts", ".torchscript") :
             if card.sha256 and weights.is_file() and sha256_of(weights) != card.sha256:
                 raise MedaiError(f"weights of model '{card.name}' fail the SHA-256 check; replace the file")
@@ -220,8 +222,11 @@ def load_model(model=None, device="cpu") -> LoadedModel:
             params.setdefault("arch", "unet2d")
             net = build_network(params)
             state = load_weights(card)
+            stage_state = {k[len("stage."):]: v for k, v in state.items() if k.startswith("stage.")}
+            state = {k: v for k, v in state.items() if not k.startswith("stage.")}
             try:
                 net.load_state_dict(state)
+                stage = _load_stage(spec, stage_state, device)
             except RuntimeError as exc:
                 first = str(exc).splitlines()[0][:120]
                 raise MedaiError(f"weights of model '{card.name}' do not fit its arch_params ({first})") from None
@@ -230,8 +235,23 @@ def load_model(model=None, device="cpu") -> LoadedModel:
             dims = ARCH_DIMS[params["arch"]]
         names = _names_for(spec, channels)
         post = bool(spec.get("postprocess", set(names.values()) <= {"liver", "tumour"}))
-        _CACHE[key] = LoadedModel(net, spec, card, dims, names, post)
+        _CACHE[key] = LoadedModel(net, spec, card, dims, names, post, stage)
     return _CACHE[key]
+
+
+def _load_stage(spec: dict, state: dict, device):
+    """The tumour stage network of a card whose ``input_spec.tumour_stage`` names one (its weights are the
+    ``stage.*`` keys of the card's weights file), or None."""
+    stage_spec = spec.get("tumour_stage")
+    if not stage_spec:
+        return None
+    from .networks import build_network
+
+    if not state:
+        raise RuntimeError("input_spec.tumour_stage is set but the weights hold no stage.* keys")
+    net = build_network(stage_spec["arch_params"])
+    net.load_state_dict(state)
+    return net.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------ intensity
@@ -674,6 +694,12 @@ def segment(
     if postprocessing and lm.postprocess:
         labels = postprocess(labels, midline_x=body_midline_x(canon), spacing=sp_canon,
                              open_mm=float(lm.spec.get("postprocess_open_mm", 0.0)))
+    if lm.stage is not None:  # liver vs tumour inside the organ again, at about 1 mm (tumour_stage.py)
+        from .tumour_stage import refine_tumour
+
+        device_of_stage = next(iter(lm.stage.parameters())).device
+        labels = refine_tumour(lm.stage, data01, labels, sp_canon, lm.spec["tumour_stage"], device_of_stage,
+                               should_stop)
     note = contrast_note(canon, labels, lm.spec) if lm.postprocess else None
     if note:
         notes.append(note)

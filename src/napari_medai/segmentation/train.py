@@ -770,6 +770,7 @@ def train_cascade(
     recipe: str = "cascade",
     organ_iterations: Optional[int] = None,
     tumour_iterations: Optional[int] = None,
+    stage_iterations: Optional[int] = None,
     pixel_mm: float = 3.0,
     version: str = "dev",
     init=None,
@@ -779,12 +780,21 @@ def train_cascade(
     should_stop: Optional[ShouldStop] = None,
     **options,
 ) -> dict:
-    """``train segment`` on a LiTS slice folder: ``recipe`` "organ" or "tumour" trains one network into
-    ``output``; "cascade" trains both (``output/organ``, ``output/tumour``) and writes ``output/model``
-    (card.json + weights.safetensors, usable with ``segment --model``). ``options`` go to
-    :func:`train_slice_network` (fold, zoom, crop_prob, ...)."""
+    """``train segment`` on a LiTS slice folder: ``recipe`` "organ", "tumour" or "tumour-stage" trains one
+    network into ``output``; "cascade" trains the organ and tumour networks (``output/organ``,
+    ``output/tumour``), then, unless ``stage_iterations`` is 0, the high-resolution tumour stage
+    (``output/stage``, :mod:`.tumour_stage`), and writes ``output/model`` (card.json +
+    weights.safetensors, usable with ``segment --model``). ``options`` go to :func:`train_slice_network`
+    (fold, zoom, crop_prob, ...); the stage takes only fold, folds, seed, batch size and lr."""
+    from .tumour_stage import attach_tumour_stage, train_tumour_stage
+
     progress, should_stop = callbacks(progress, should_stop)
     out = Path(output).expanduser()
+    stage_options = {k: options[k] for k in ("fold", "folds", "seed", "batch_size", "lr", "checkpoint_every")
+                     if k in options}
+    if recipe == "tumour-stage":
+        return train_tumour_stage(data, out, iterations=stage_iterations, resume=resume, log=log,
+                                  progress=progress, should_stop=should_stop, **stage_options)
     slices = load_slice_folder(data)
     start = init and cascade_init(init)
     if recipe in ("organ", "tumour"):
@@ -803,13 +813,16 @@ def train_cascade(
             **options,
         )
     if recipe != "cascade":
-        raise MedaiError(f"unknown --recipe '{recipe}'; use organ, tumour or cascade")
+        raise MedaiError(f"unknown --recipe '{recipe}'; use organ, tumour, tumour-stage or cascade")
+    from .tumour_stage import STAGE_DEFAULTS
+
     results = {}
     its = {
         "organ": organ_iterations or SLICE_RECIPES["organ"]["iterations"],
         "tumour": tumour_iterations or SLICE_RECIPES["tumour"]["iterations"],
     }
-    total = sum(its.values())
+    n_stage = STAGE_DEFAULTS["iterations"] if stage_iterations is None else int(stage_iterations)
+    total = sum(its.values()) + n_stage
     for part, offset in (("organ", 0), ("tumour", its["organ"])):
         results[part] = train_slice_network(
             data,
@@ -825,4 +838,10 @@ def train_cascade(
             **options,
         )
     card = write_cascade_model(out / "organ", out / "tumour", out / "model", pixel_mm=pixel_mm, version=version)
-    return {"model_dir": str(out / "model"), "organ": results["organ"], "tumour": results["tumour"], "card": card}
+    if n_stage > 0:
+        offset = its["organ"] + its["tumour"]
+        results["stage"] = train_tumour_stage(
+            data, out / "stage", iterations=n_stage, resume=resume, log=log,
+            progress=lambda i, n: progress(offset + i, total), should_stop=should_stop, **stage_options)
+        card = attach_tumour_stage(out / "model", out / "stage", out / "model", version=version)
+    return {"model_dir": str(out / "model"), **results, "card": card}

@@ -1,0 +1,386 @@
+"""The high-resolution tumour stage of ``liver-tumor-ct``: a 2.5-D UNet run inside the liver's bounding box.
+
+The cascade's organ network sees 3 mm pixels, where a 1 cm lesion is three pixels wide. This stage takes the
+organ found by the cascade, crops each axial slice to the organ's bounding box (plus a margin), resamples it
+to ``pixel_mm`` (about 1 mm) and predicts background / liver / tumour from the slice and its neighbours
+``context_mm`` above and below (three input channels). Inside the organ, tumour is where p(tumour) >
+p(liver); the organ itself is left as the cascade found it.
+
+Training (``napari-medai train segment --recipe tumour-stage``) uses the LiTS slice folder at full
+resolution. Its slices carry no spacing: they are taken as ``LITS_PIXEL_MM`` (the same estimate that put
+the organ network at 3.0 mm for 128 of 512 pixels), with scale augmentation over the plausible range.
+The folder holds every 2nd liver slice, so the neighbours seen in training are 2 original slices away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import MedaiError
+from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
+
+LITS_PIXEL_MM = 0.75
+STAGE_ARCH = {
+    "arch": "unet2d",
+    "spatial_dims": 2,
+    "in_channels": 3,
+    "out_channels": 3,
+    "channels": [16, 32, 64, 128],
+    "strides": [2, 2, 2],
+    "num_res_units": 2,
+}
+STAGE_DEFAULTS = {
+    "pixel_mm": 1.0,
+    "context_mm": 2.0,  # LiTS neighbours are 2 slices away, about 2 mm at LiTS's typical slice spacing
+    "margin_mm": 10.0,
+    "patch": 128,
+    "zoom": [0.75, 1.33],  # LiTS pixel sizes 0.55-1.0 mm around the 0.75 mm estimate
+    "tumour_oversample": 4.0,
+    "context_dropout": 0.2,
+    "class_weights": [1.0, 1.0, 3.0],
+    "iterations": 800,
+}
+
+
+# ------------------------------------------------------------------------------------ data
+def load_stage_slices(folder, pixel_mm: float) -> dict:
+    """LiTS slices at ``pixel_mm`` (assuming ``LITS_PIXEL_MM`` per source pixel): ``x`` (N, n, n) float32
+    in [0, 1] (green channel = [-40, 160] HU), ``y`` (N, n, n) uint8 labels, ``vol`` and ``slice`` ids,
+    ``prev`` / ``next`` row indices of the neighbouring slices in the folder (the row itself when none)."""
+    import csv
+
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from .train import is_slice_folder
+
+    folder = Path(folder).expanduser()
+    if not is_slice_folder(folder):
+        raise MedaiError(f"{folder} has no index.csv with volume,image,mask columns; give ct/lits-slices-2d")
+    with open(folder / "index.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    xs, ys = [], []
+    for row in rows:
+        img = np.asarray(Image.open(folder / row["image"]))
+        img = (img[..., 1] if img.ndim == 3 else img).astype(np.float32) / 255.0
+        mask = np.asarray(Image.open(folder / row["mask"])).astype(np.uint8)
+        n = max(16, int(round(img.shape[0] * LITS_PIXEL_MM / pixel_mm)))
+        t = torch.from_numpy(img)[None, None]
+        x = F.interpolate(t, size=(n, n), mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
+        y = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=(n, n), mode="nearest")[0, 0].numpy()
+        pad = max(0, STAGE_DEFAULTS["patch"] - n)  # small slices: padded to one training patch
+        xs.append(np.pad(x, ((0, pad), (0, pad)), mode="edge"))
+        ys.append(np.pad(y.astype(np.uint8), ((0, pad), (0, pad))))
+    vol = np.array([int(r["volume"]) for r in rows])
+    sl = np.array([int(r["slice"]) for r in rows])
+    prev, nxt = np.arange(len(rows)), np.arange(len(rows))
+    for v in np.unique(vol):
+        idx = np.nonzero(vol == v)[0]
+        idx = idx[np.argsort(sl[idx])]
+        for a, b in zip(idx[:-1], idx[1:]):
+            if sl[b] - sl[a] <= 4:  # the folder's spacing (every 2nd slice); farther is no neighbour
+                nxt[a], prev[b] = b, a
+    return {"x": np.stack(xs), "y": np.stack(ys), "vol": vol, "slice": sl, "prev": prev, "next": nxt}
+
+
+def _sample_batch(d: dict, rows: np.ndarray, weights: np.ndarray, batch: int, patch: int, g, context_dropout: float):
+    """A batch of (3, patch, patch) inputs (previous, current, next slice) and (1, patch, patch) labels,
+    centred on a tumour pixel (60 % of tumour slices), a liver pixel or the middle, with jitter."""
+    import torch
+
+    n = d["x"].shape[-1]
+    pick = rows[torch.multinomial(torch.from_numpy(weights), batch, replacement=True, generator=g).numpy()]
+    xb = np.zeros((batch, 3, patch, patch), np.float32)
+    yb = np.zeros((batch, 1, patch, patch), np.float32)
+    for b, i in enumerate(pick):
+        lab = d["y"][i]
+        u = torch.rand(3, generator=g).numpy()
+        target = np.argwhere(lab == 2) if u[0] < 0.6 else np.empty((0, 2))
+        if not len(target):
+            target = np.argwhere(lab >= 1)
+        if len(target):
+            cy, cx = target[int(u[1] * len(target)) % len(target)]
+        else:
+            cy, cx = n // 2, n // 2
+        jy, jx = ((torch.rand(2, generator=g).numpy() - 0.5) * patch * 0.5).astype(int)
+        top = int(np.clip(cy + jy - patch // 2, 0, max(0, n - patch)))
+        left = int(np.clip(cx + jx - patch // 2, 0, max(0, n - patch)))
+        sl = (slice(top, top + patch), slice(left, left + patch))
+        drop = u[2] < context_dropout  # no neighbours: as at the top or bottom of a scan
+        for c, j in enumerate((i if drop else d["prev"][i], i, i if drop else d["next"][i])):
+            xb[b, c] = d["x"][j][sl]
+        yb[b, 0] = lab[sl]
+    return torch.from_numpy(xb), torch.from_numpy(yb)
+
+
+# ------------------------------------------------------------------------------------ training
+def train_tumour_stage(
+    data,
+    output,
+    *,
+    iterations: Optional[int] = None,
+    fold: int = -1,
+    folds: int = 4,
+    pixel_mm: Optional[float] = None,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    resume: bool = False,
+    checkpoint_every: int = 100,
+    slices: Optional[dict] = None,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Train the tumour stage (``STAGE_ARCH``, ``STAGE_DEFAULTS``) on a LiTS slice folder; ``fold`` >= 0
+    holds out that patient-grouped fold (the project's LiTS folds). Writes ``weights.safetensors``,
+    ``result.json`` (with the config) and ``checkpoint_last.pt`` every ``checkpoint_every`` steps
+    (``resume=True`` continues from it with the random state)."""
+    import torch
+    from monai.losses import DiceCELoss
+    from safetensors.torch import save_file
+
+    from ..io.writers import atomic_output
+    from .networks import build_network
+    from .train import augment_slices, patient_folds
+
+    progress, should_stop = callbacks(progress, should_stop)
+    log = log or (lambda message: None)
+    cfg = dict(STAGE_DEFAULTS)
+    cfg["pixel_mm"] = float(pixel_mm or cfg["pixel_mm"])
+    iterations = int(iterations or cfg["iterations"])
+    if iterations < 1:
+        raise MedaiError("need --iterations >= 1")
+    config = {**cfg, "recipe": "tumour-stage", "iterations": iterations, "fold": fold, "folds": folds,
+              "batch_size": batch_size, "lr": lr, "seed": seed}
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise MedaiError(f"output {out} is a file; give a folder")
+    d = slices if slices is not None else load_stage_slices(data, cfg["pixel_mm"])
+    vol = d["vol"]
+    if fold >= 0:
+        if not 0 <= fold < folds:
+            raise MedaiError(f"--fold {fold} outside 0..{folds - 1}")
+        val_ids = patient_folds(vol, folds)[fold]
+    else:
+        val_ids = np.array([], int)
+    train_rows = np.nonzero(~np.isin(vol, val_ids))[0]
+    has_tumour = d["y"][train_rows].reshape(len(train_rows), -1).max(1)
+    weights = np.where(has_tumour == 2, cfg["tumour_oversample"], np.where(has_tumour == 1, 1.0, 0.3))
+    weights = weights / weights.sum()
+    torch.manual_seed(seed)
+    net = build_network(STAGE_ARCH)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False,
+                         weight=torch.tensor(cfg["class_weights"]))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(fold + 101 + seed)
+    it, losses, seconds = 0, [], 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint_last.pt"
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+        if json.loads(ckpt["config"]) != config:
+            raise MedaiError(f"{ckpt_path} was written with other settings; resume with the same options")
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        it, losses, seconds = int(ckpt["iteration"]), json.loads(ckpt["losses"]), float(ckpt["seconds"])
+        log(f"tumour-stage: resumed at iteration {it} of {iterations}")
+
+    def save_checkpoint():
+        with atomic_output(ckpt_path, ".pt") as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
+                        "iteration": it, "losses": json.dumps(losses), "seconds": seconds,
+                        "config": json.dumps(config)}, str(tmp))
+
+    t0 = time.perf_counter() - seconds
+    while it < iterations:
+        check_stop(should_stop)
+        lr_now = lr * min(1.0, (it + 1) / 50) * 0.5 * (1 + math.cos(math.pi * it / iterations))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        xb, yb = _sample_batch(d, train_rows, weights, batch_size, cfg["patch"], g, cfg["context_dropout"])
+        xb, yb = augment_slices(xb, yb, g, zoom=tuple(cfg["zoom"]))
+        net.train()
+        loss = loss_fn(net(xb), yb.round().long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        it += 1
+        seconds = time.perf_counter() - t0
+        progress(it, iterations)
+        if it % 100 == 0:
+            log(f"tumour-stage: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
+        if it % max(1, checkpoint_every) == 0 or it == iterations:
+            save_checkpoint()
+    with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    res = {"config": config, "fold": fold, "val_volumes": [int(v) for v in val_ids], "iterations": it,
+           "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None}
+    (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+# ------------------------------------------------------------------------------------ inference
+def stage_scores(net, stack: np.ndarray, device="cpu", batch: int = 8) -> np.ndarray:
+    """Softmax scores (N, 3, h, w) of the stage network for (N, 3, h, w) [0, 1] inputs (h, w multiples of 8)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(stack), batch):
+            x = torch.from_numpy(np.ascontiguousarray(stack[i:i + batch])).to(device)
+            out.append(torch.softmax(net(x).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 3, *stack.shape[2:]), np.float32)
+
+
+def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, spec: dict, device="cpu",
+                  should_stop: Optional[ShouldStop] = None) -> np.ndarray:
+    """Relabel the organ (labels >= 1) of a canonical (z, y, x) volume into liver (1) / tumour (2) with the
+    stage network; ``data01`` is the windowed volume, ``spacing`` (z, y, x) mm; ``spec`` the card's
+    ``input_spec.tumour_stage``. With ``spec["region"] == "union"`` (the shipped setting), lesions the stage
+    finds (its argmax) that touch the organ join it: the organ network leaves large dark lesions out of the
+    organ (LiTS CV fold 0: tumour Dice 0.06 inside the organ alone, 0.52 with the union); a joined lesion
+    whose surface touches the liver on less than ``min_liver_contact`` of it (a mass next to the liver) is
+    left out again. Lesions narrower than ``min_lesion_mm`` (equivalent diameter of their largest
+    cross-section) are dropped. Only slices that hold organ are read; the input is not modified."""
+    organ = labels >= 1
+    if not organ.any():
+        return labels
+    maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop)
+    return combine_stage(labels, maps, spacing, spec)
+
+
+def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec: dict, device="cpu",
+               should_stop: Optional[ShouldStop] = None) -> tuple:
+    """Run the stage on the organ's slices: (box, split, lesion) with ``box`` the (z, y, x) slices of the
+    organ's bounding box plus the margin, ``split`` p(tumour) > p(liver) and ``lesion`` the stage's
+    argmax is tumour, both boolean arrays of the box's shape."""
+    import torch
+    import torch.nn.functional as F
+
+    pixel = float(spec.get("pixel_mm", STAGE_DEFAULTS["pixel_mm"]))
+    margin = float(spec.get("margin_mm", STAGE_DEFAULTS["margin_mm"]))
+    context = float(spec.get("context_mm", STAGE_DEFAULTS["context_mm"]))
+    dz, sy, sx = (float(s) for s in spacing)
+    nz, h, w = data01.shape
+    k = max(1, int(round(context / dz))) if dz > 0 else 1
+    zs = np.nonzero(organ.any(axis=(1, 2)))[0]
+    ys, xs = np.nonzero(organ.any(axis=0))
+    y0 = max(0, int(ys.min() - margin / sy))
+    y1 = min(h, int(ys.max() + 1 + margin / sy))
+    x0 = max(0, int(xs.min() - margin / sx))
+    x1 = min(w, int(xs.max() + 1 + margin / sx))
+    z0, z1 = int(zs.min()), int(zs.max()) + 1
+    ch, cw = y1 - y0, x1 - x0
+    rh, rw = max(8, int(round(ch * sy / pixel))), max(8, int(round(cw * sx / pixel)))
+    ph, pw = -(-rh // 8) * 8, -(-rw // 8) * 8
+    split = np.zeros((z1 - z0, ch, cw), bool)
+    lesion = np.zeros((z1 - z0, ch, cw), bool)
+    for start in range(0, len(zs), 8):
+        check_stop(should_stop)
+        batch_z = zs[start:start + 8]
+        stack = np.stack([data01[[max(0, z - k), z, min(nz - 1, z + k)], y0:y1, x0:x1] for z in batch_z])
+        x = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=rh < ch or rw < cw)
+        x = F.pad(x, (0, pw - rw, 0, ph - rh), mode="replicate")
+        p = torch.from_numpy(stage_scores(net, x.numpy(), device))[..., :rh, :rw]
+        p = F.interpolate(p, size=(ch, cw), mode="bilinear", align_corners=False).numpy()
+        split[batch_z - z0] = p[:, 2] > p[:, 1]
+        lesion[batch_z - z0] = (p[:, 2] > p[:, 1]) & (p[:, 2] > p[:, 0])
+    return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), split, lesion
+
+
+def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict) -> np.ndarray:
+    """Labels with the organ relabelled from :func:`stage_maps` output (see :func:`refine_tumour` for the
+    ``region``, ``min_liver_contact`` and ``min_lesion_mm`` settings)."""
+    from scipy import ndimage
+
+    box, split, lesion = maps
+    union = spec.get("region", "organ") == "union"
+    min_contact = float(spec.get("min_liver_contact", 0.5))
+    organ_box = labels[box] >= 1
+    region = organ_box.copy()
+    if union and lesion.any():
+        comps, n = ndimage.label(lesion)
+        touching = np.unique(comps[ndimage.binary_dilation(organ_box) & lesion])
+        for index in touching[touching > 0]:
+            comp = comps == index
+            added = comp & ~organ_box
+            if not added.any():
+                continue
+            shell = ndimage.binary_dilation(comp) & ~comp
+            if np.count_nonzero(shell & organ_box & ~split) < min_contact * np.count_nonzero(shell):
+                continue  # mostly outside the liver: a neighbouring mass, not a liver lesion
+            region |= added
+    tumour = region & split
+    min_mm = float(spec.get("min_lesion_mm", 0.0))
+    if min_mm > 0 and tumour.any():
+        tumour = _drop_small_lesions(tumour, region & ~organ_box, tuple(spacing)[-2:], min_mm, region)
+    out = labels.copy()
+    out[box] = np.where(region, np.where(tumour, 2, 1), out[box]).astype(out.dtype)
+    return out
+
+
+def _drop_small_lesions(tumour: np.ndarray, added: np.ndarray, spacing_yx: tuple, min_mm: float,
+                        region: np.ndarray) -> np.ndarray:
+    """Tumour without the 3-D components whose largest cross-section is narrower than ``min_mm``
+    (equivalent diameter); their voxels become liver, or leave the region (``region`` is edited) where
+    the union had added them."""
+    from scipy import ndimage
+
+    comps, n = ndimage.label(tumour)
+    pixel_area = float(spacing_yx[0] * spacing_yx[1])
+    keep = tumour.copy()
+    for index, sl in enumerate(ndimage.find_objects(comps), start=1):
+        comp = comps[sl] == index
+        largest = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_area
+        if 2.0 * math.sqrt(largest / math.pi) < min_mm:
+            keep[sl][comp] = False
+            region[sl][comp & added[sl]] = False
+    return keep
+
+
+# ------------------------------------------------------------------------------------ model folder
+def attach_tumour_stage(model, stage_dir, dest, *, version: Optional[str] = None) -> dict:
+    """Write ``dest`` (card.json + weights.safetensors): the cascade ``model`` (a name or card folder) with
+    the stage trained in ``stage_dir`` (its ``weights.safetensors`` + ``result.json``) as ``stage.*``
+    weights and ``input_spec.tumour_stage``. Returns the new card."""
+    from safetensors.torch import load_file, save_file
+
+    from ..io.writers import atomic_output
+    from ..runtime.registry import load_weights, resolve_model, sha256_of
+
+    card = resolve_model(model, task="segmentation")
+    if (card.arch_params or {}).get("arch") != "cascade2d":
+        raise MedaiError(f"{model}: a tumour stage attaches to an organ + tumour cascade model")
+    stage_dir, dest = Path(stage_dir).expanduser(), Path(dest).expanduser()
+    result = json.loads((stage_dir / "result.json").read_text())
+    cfg = result["config"]
+    state = {k: v for k, v in load_weights(card).items() if not k.startswith("stage.")}
+    state.update({f"stage.{k}": v for k, v in load_file(str(stage_dir / "weights.safetensors")).items()})
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dest / "weights.safetensors", ".safetensors") as tmp:
+        save_file(state, str(tmp))
+    doc = json.loads((Path(card.folder) / "card.json").read_text())
+    doc["version"] = version or doc.get("version", "dev")
+    doc["input_spec"] = {**doc.get("input_spec", {}), "tumour_stage": {
+        "arch_params": STAGE_ARCH, "pixel_mm": cfg["pixel_mm"], "context_mm": cfg["context_mm"],
+        "margin_mm": cfg["margin_mm"],
+        "what": "inside the organ's bounding box (+ margin), each axial slice and its neighbours context_mm above "
+                "and below at pixel_mm: liver vs tumour again (tumour where p(tumour) > p(liver))"}}
+    doc["architecture"] = (doc.get("architecture", "").split(" + high-resolution")[0]
+                           + " + high-resolution 2.5-D tumour stage")
+    doc.setdefault("training", {})["stage"] = cfg
+    doc["sha256"] = sha256_of(dest / "weights.safetensors")
+    (dest / "card.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc

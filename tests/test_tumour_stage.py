@@ -1,0 +1,65 @@
+"""The high-resolution tumour stage: crop, resample and paste back onto the organ, with a known network."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+class DarkIsTumour(torch.nn.Module):
+    """Tumour where the centre channel is darker than 0.45, halfway between lesion and liver (background low)."""
+
+    def forward(self, x):
+        centre = x[:, 1:2]
+        return torch.cat([torch.full_like(centre, -10.0), torch.zeros_like(centre), (0.45 - centre) * 50.0], 1)
+
+
+def _volume(spacing_yx=0.8):
+    z, y, x = np.mgrid[:20, :160, :180]
+    organ = ((y - 80) ** 2 + (x - 90) ** 2 < 50**2) & (z >= 3) & (z < 17)
+    lesion = ((y - 70) ** 2 + (x - 100) ** 2 < 10**2) & (z >= 8) & (z < 12)
+    data01 = np.where(organ, 0.7, 0.9).astype(np.float32)  # bright surroundings: only the lesion is dark
+    data01[lesion] = 0.2
+    return data01, organ.astype(np.uint8), lesion
+
+
+@pytest.mark.parametrize("pixel", [0.8, 1.3])
+def test_refine_tumour_marks_the_dark_lesion_inside_the_organ_only(pixel):
+    from napari_medai.segmentation.metrics import dice
+    from napari_medai.segmentation.tumour_stage import refine_tumour
+
+    data01, labels, lesion = _volume()
+    data01[0, 0, 0] = 0.0  # a dark voxel outside the organ must stay background
+    before = labels.copy()
+    out = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), {"pixel_mm": pixel, "margin_mm": 5.0})
+    assert np.array_equal(labels, before)  # the input is not modified
+    assert np.array_equal(out >= 1, labels >= 1)  # the organ is the cascade's
+    assert out[0, 0, 0] == 0 and set(np.unique(out)) == {0, 1, 2}
+    assert dice(out == 2, lesion) > 0.9
+
+
+def test_refine_tumour_without_organ_returns_the_labels():
+    from napari_medai.segmentation.tumour_stage import refine_tumour
+
+    data01 = np.zeros((3, 32, 32), np.float32)
+    labels = np.zeros((3, 32, 32), np.uint8)
+    assert refine_tumour(DarkIsTumour(), data01, labels, (1.0, 1.0, 1.0), {}) is labels
+
+
+def test_union_joins_a_lesion_the_organ_left_out_but_not_a_mass_beside_it_and_drops_specks():
+    from napari_medai.segmentation.metrics import dice
+    from napari_medai.segmentation.tumour_stage import refine_tumour
+
+    data01, labels, lesion = _volume()
+    z, y, x = np.mgrid[:20, :160, :180]
+    mass = ((y - 80) ** 2 + (x - 150) ** 2 < 12**2) & (z >= 6) & (z < 14)  # outside the organ, touching it
+    speck = ((y - 100) ** 2 + (x - 70) ** 2 < 2**2) & (z == 10)  # 3 mm across
+    data01[mass | speck] = 0.2
+    labels = (labels.astype(bool) & ~lesion & ~mass).astype(np.uint8)  # the organ network left the lesion out
+    spec = {"pixel_mm": 0.8, "margin_mm": 15.0, "region": "union", "min_lesion_mm": 5.0}
+    out = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), spec)
+    assert dice(out == 2, lesion) > 0.95  # joined to the organ, as tumour
+    assert not out[mass & (labels == 0)].any()  # the mass beside the liver stays out
+    assert out[speck].tolist() == [1] * int(speck.sum())  # a 3 mm speck is liver, not a lesion
+    organ_only = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), {**spec, "region": "organ"})
+    assert (organ_only == 2).sum() < 0.1 * lesion.sum()
