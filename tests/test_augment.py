@@ -177,3 +177,17 @@ def test_crop_sets_air_outside_a_box_around_the_label():
         assert int(kept.sum()) == h * w and 0.3 * 64 - 1 <= h <= 0.8 * 64 and 0.3 * 64 - 1 <= w <= 0.8 * 64
         assert float(yi.sum()) > 0 and bool((yi[~kept] == 0).all())
     assert float(xa.max()) == pytest.approx(0.6)
+
+
+def test_steatosis_texture_training_is_deterministic_with_a_seed():
+    """The texture network's augmentation is seeded from the trainer's generator: same seed, same weights."""
+    from napari_medai.steatosis.train import train_net
+
+    rng = np.random.default_rng(0)
+    crops = np.concatenate([rng.normal(60, 10, (8, 28, 28)), rng.normal(160, 10, (8, 28, 28))]).clip(0, 255)
+    y = np.repeat([0, 3], 8)
+    a = train_net(crops, y, "cnn", {"width": 4}, "raw", epochs=2, batch=8, seed=3)
+    b = train_net(crops, y, "cnn", {"width": 4}, "raw", epochs=2, batch=8, seed=3)
+    c = train_net(crops, y, "cnn", {"width": 4}, "raw", epochs=2, batch=8, seed=4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
