@@ -48,6 +48,10 @@ def test_geometry_survives_a_napari_layer_round_trip():
     again = Geometry.from_layer(layer)
     assert again.matches(geometry)
     np.testing.assert_allclose(again.affine_ras(), geometry.affine_ras(), atol=1e-9)
+    # the writer's path (scale, translate, affine from the layer's metadata) is the same code
+    state = Geometry.from_layer_state(layer.scale, layer.translate, layer.affine.affine_matrix, 3)
+    np.testing.assert_allclose(state.affine_ras(), geometry.affine_ras(), atol=1e-9)
+    assert Geometry.from_layer_state((2.0, 1.0), (5.0, 0.0), None, 2).origin == (5.0, 0.0)
 
 
 def test_totalsegmentator_nifti_scale(shared_data):

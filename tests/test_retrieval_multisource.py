@@ -55,11 +55,11 @@ def test_supcon_with_coarse_groups_hand_worked():
 
 def test_strong_augmentation_range_and_determinism():
     torch = pytest.importorskip("torch")
-    from napari_medai.retrieval.train import augment_strong
+    from napari_medai.augment import mri_strong
 
     x = torch.rand(16, 1, 32, 32)
-    a = augment_strong(x.clone(), torch.Generator().manual_seed(3))
-    b = augment_strong(x.clone(), torch.Generator().manual_seed(3))
+    a = mri_strong()(x.clone(), torch.Generator().manual_seed(3))
+    b = mri_strong()(x.clone(), torch.Generator().manual_seed(3))
     assert a.shape == x.shape and float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert torch.equal(a, b)
     assert float((a - x).abs().mean()) > 0.05

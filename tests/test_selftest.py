@@ -217,3 +217,18 @@ def test_should_stop_cancels_and_is_not_reported_as_a_crash(monkeypatch):
     assert seen == ["cpu"]  # cancelled inside the first tool, the second never ran
     with pytest.raises(CancelledError):
         selftest.run_selftest("cpu", should_stop=lambda: True)
+
+
+def test_one_version_loop_for_info_and_selftest(capsys):
+    """`info` and `selftest` report versions through runtime.provenance.package_versions (one loop)."""
+    from napari_medai.runtime.provenance import package_versions
+    from napari_medai.runtime.selftest import collect_versions
+
+    versions, errors = package_versions(["numpy", "no_such_module_for_medai"])
+    assert versions["no_such_module_for_medai"] is None and "no_such_module_for_medai" in errors
+    assert versions["numpy"] == np.__version__ and versions["python"] and versions["napari-medai"]
+    chosen, failures = collect_versions()
+    assert failures == [] and {"torch", "monai", "numba", "faiss"} <= set(chosen)
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["versions"]
+    assert {k: info[k] for k in chosen} == chosen

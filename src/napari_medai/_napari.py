@@ -108,11 +108,9 @@ def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
     from .io.writers import save_image
 
     ndim = np.ndim(data) - (1 if meta.get("rgb") else 0)
-    affine = np.asarray(meta.get("affine", np.eye(ndim + 1)), dtype=float)
-    orientation = affine[:ndim, :ndim]
-    translate = np.asarray(meta.get("translate", (0.0,) * ndim), dtype=float)
-    origin = translate + np.linalg.solve(orientation, affine[:ndim, ndim])
-    geometry = Geometry(tuple(meta.get("scale", (1.0,) * ndim)), tuple(origin), orientation)
+    geometry = Geometry.from_layer_state(
+        meta.get("scale", (1.0,) * ndim), meta.get("translate", (0.0,) * ndim), meta.get("affine"), ndim
+    )
     if not str(path).lower().endswith((".nii", ".nii.gz")):
         path = f"{path}.nii.gz"
     return [str(save_image(path, np.asarray(data), geometry))]

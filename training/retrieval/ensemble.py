@@ -4,7 +4,7 @@
 
 Each run's L2-normalised descriptors are concatenated (equal weight) and re-normalised; the
 ranking is plain Euclidean, as in the shipped library (``members`` in the embedder's arch params
-does the same at inference). Reports mAP per fold and mean ± sd over the folds that every tag has,
+does the same at inference). Reports mAP per fold and mean ± sample sd (ddof=1) over the folds that every tag has,
 and writes results/fold<K>_<tag1+tag2>.json in train_embedder's format for summarize.py / ship.py.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(tags):
     print(f"folds {folds}")
     for name, v in rows.items():
         a = np.array(v)
-        print(f"{name:40s} mAP {a.mean():.4f} ± {a.std():.4f}   per fold {', '.join(f'{x:.3f}' for x in a)}")
+        print(f"{name:40s} mAP {a.mean():.4f} ± {a.std(ddof=1):.4f}   per fold {', '.join(f'{x:.3f}' for x in a)}")
 
 
 if __name__ == "__main__":

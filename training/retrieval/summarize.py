@@ -1,4 +1,4 @@
-"""Summarise the per-fold results (results/fold<K>_<tag>.json) as mean ± std across folds."""
+"""Summarise the per-fold results (results/fold<K>_<tag>.json) as mean ± sample sd (ddof=1) across folds."""
 
 import json
 import sys
@@ -22,11 +22,11 @@ print("| class | mAP (mean ± sd) | P@10 (mean ± sd) | R@10 | per-fold mAP |")
 print("|---|---|---|---|---|")
 for c, vals in rows.items():
     a = np.array(vals)
-    out[c] = {"mAP": [a[:, 0].mean(), a[:, 0].std()], "P@10": [a[:, 1].mean(), a[:, 1].std()], "R@10": a[:, 2].mean(),
+    out[c] = {"mAP": [a[:, 0].mean(), a[:, 0].std(ddof=1)], "P@10": [a[:, 1].mean(), a[:, 1].std(ddof=1)], "R@10": a[:, 2].mean(),
               "per_fold_mAP": a[:, 0].round(4).tolist()}
-    print(f"| {c} | {a[:,0].mean():.4f} ± {a[:,0].std():.4f} | {a[:,1].mean():.4f} ± {a[:,1].std():.4f} | "
+    print(f"| {c} | {a[:,0].mean():.4f} ± {a[:,0].std(ddof=1):.4f} | {a[:,1].mean():.4f} ± {a[:,1].std(ddof=1):.4f} | "
           f"{a[:,2].mean():.4f} | {', '.join(f'{v:.3f}' for v in a[:,0])} |")
 if "all" in rows:
     acc = np.array(rows["all"])[:, 3]
-    print(f"classifier accuracy (training head) {acc.mean():.4f} ± {acc.std():.4f}")
+    print(f"classifier accuracy (training head) {acc.mean():.4f} ± {acc.std(ddof=1):.4f}")
 (HERE / "results" / f"summary_{tag}.json").write_text(json.dumps(out, indent=1, default=float))

@@ -26,14 +26,10 @@ from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
 from napari_medai.io.geometry import canonical_orientation, from_canonical, to_canonical
 from napari_medai.segmentation.core import segment
+from napari_medai.segmentation.metrics import dice  # the one Dice (both masks empty: None)
 
 HERE = Path(__file__).resolve().parent
 CT = (shared_data_dir() or HERE.parents[1].parent / "shared" / "data") / "ct"  # $NAPARI_MEDAI_DATA
-
-
-def dice(a, b):
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
 
 
 def tumour_components(labels) -> int:

@@ -132,18 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_info(args) -> int:
     """``napari-medai info``: versions, devices and models."""
-    import numpy as np
-
-    from .. import __version__
     from ..runtime.device import available_devices, resolve_device
+    from ..runtime.provenance import package_versions
     from ..runtime.registry import list_models
 
-    versions = {"napari-medai": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
-    for name in ("torch", "monai", "napari", "skimage", "nibabel", "pydicom", "numba", "faiss"):
-        try:
-            versions[name] = getattr(importlib.import_module(name), "__version__", "?")
-        except Exception:
-            versions[name] = None
+    versions, _ = package_versions()
     choice = resolve_device("auto")
     document = {
         "versions": versions,

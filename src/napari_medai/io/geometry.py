@@ -64,12 +64,17 @@ class Geometry:
     @classmethod
     def from_layer(cls, layer: Any) -> Geometry:
         """The geometry of a napari layer (any layer: ours or another plugin's)."""
-        ndim = layer.ndim
-        orientation = np.asarray(layer.affine.affine_matrix, dtype=float)[:ndim, :ndim]
-        offset = np.asarray(layer.affine.affine_matrix, dtype=float)[:ndim, ndim]
+        return cls.from_layer_state(layer.scale, layer.translate, layer.affine.affine_matrix, layer.ndim)
+
+    @classmethod
+    def from_layer_state(cls, scale: Any, translate: Any, affine: Any, ndim: int) -> Geometry:
+        """The geometry from a layer's ``scale``, ``translate`` and extra ``affine`` matrix (``None``: identity),
+        as a layer holds them and as napari's writers receive them in the layer's metadata."""
+        matrix = np.eye(ndim + 1) if affine is None else np.asarray(affine, dtype=float)
+        orientation, offset = matrix[:ndim, :ndim], matrix[:ndim, ndim]
         # Fold any translation of the layer's extra affine into the origin.
-        origin = np.asarray(layer.translate, dtype=float) + np.linalg.solve(orientation, offset)
-        return cls(tuple(layer.scale), tuple(origin), orientation)
+        origin = np.asarray(translate, dtype=float) + np.linalg.solve(orientation, offset)
+        return cls(tuple(scale), tuple(origin), orientation)
 
     # ---- derived views -----------------------------------------------------------------------
     def display_affine(self) -> np.ndarray:

@@ -163,7 +163,7 @@ def run_query(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    """``retrieve evaluate``: grouped K-fold mAP / P@k / R@k, overall and per class (mean ± std over folds).
+    """``retrieve evaluate``: grouped K-fold mAP / P@k / R@k, overall and per class (mean ± sample sd).
 
     Returns:
         The exit code (0).

@@ -73,7 +73,7 @@ def evaluate_folds(
         log: receives one line per fold.
 
     Returns:
-        A JSON-ready dict: case and class counts, grouping, embedder, ``summary`` (mean ± std over
+        A JSON-ready dict: case and class counts, grouping, embedder, ``summary`` (mean ± sample sd over
         folds, overall and per class), ``per_fold`` and, for a fixed embedder, a ``note`` on optimism.
 
     Raises:

@@ -101,19 +101,24 @@ def retrieval_metrics(
     return rank_metrics(query_labels, ranked, lib, k=k)
 
 
+def _sd(vals) -> float:
+    """Sample standard deviation (ddof=1), the project's one spread convention; 0.0 for a single value."""
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
 def summarize_folds(fold_results: list[dict], k: int = 10) -> dict:
-    """Mean and standard deviation across folds of the overall and per-class metrics."""
+    """Mean and sample standard deviation (ddof=1) across folds of the overall and per-class metrics."""
     keys = ["mAP", f"P@{k}", f"R@{k}"]
     out: dict = {"folds": len(fold_results), "overall": {}, "per_class": {}}
     for key in keys + ["mAP_macro"]:
         vals = [r["overall"][key] for r in fold_results]
-        out["overall"][key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_fold": vals}
+        out["overall"][key] = {"mean": float(np.mean(vals)), "std": _sd(vals), "per_fold": vals}
     classes = sorted({c for r in fold_results for c in r["per_class"]})
     for c in classes:
         out["per_class"][c] = {}
         for key in keys:
             vals = [r["per_class"][c][key] for r in fold_results if c in r["per_class"]]
-            out["per_class"][c][key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_fold": vals}
+            out["per_class"][c][key] = {"mean": float(np.mean(vals)), "std": _sd(vals), "per_fold": vals}
     return out
 
 

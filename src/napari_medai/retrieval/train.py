@@ -18,79 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..augment import RETRIEVAL
 from ..runtime.progress import check_stop
 from ._net import build_net
 from .embedder import descriptor_dim
 
 DEFAULT_ARCH = {"widths": [16, 32, 64, 128, 192], "embed_dim": 128, "in_ch": 1, "dropout": 0.2}
-
-
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random flip, rotation +-15 deg, scale 0.85-1.15, shift +-8 %, gamma / contrast jitter."""
-    n = x.shape[0]
-
-    def r(*s):
-        return torch.rand(*s, generator=g)
-
-    ang = (r(n) * 2 - 1) * math.radians(15)
-    sc = 1 / (0.85 + 0.3 * r(n))
-    flip = torch.where(r(n) < 0.5, -1.0, 1.0)
-    tx, ty = (r(n) * 2 - 1) * 0.08, (r(n) * 2 - 1) * 0.08
-    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gamma = torch.exp((r(n) * 2 - 1) * 0.35).view(n, 1, 1, 1)
-    x = x.clamp(0, 1) ** gamma
-    contrast = (0.8 + 0.4 * r(n)).view(n, 1, 1, 1)
-    bright = ((r(n) * 2 - 1) * 0.08).view(n, 1, 1, 1)
-    return (x * contrast + bright).clamp(0, 1)
-
-
-def _smooth_field(n: int, size: int, g: torch.Generator, grid: int = 4) -> torch.Tensor:
-    """(n, 1, size, size) smooth random field in [-1, 1] (bicubic up-sampled coarse noise)."""
-    coarse = torch.rand(n, 1, grid, grid, generator=g) * 2 - 1
-    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(-1, 1)
-
-
-def augment_strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Augmentation for images from other scanners and sources: horizontal flip, vertical flip (p 0.2),
-    rotation +-25 deg plus a quarter turn (p 0.15), scale 0.7-1.3 (crops and zoom-outs), shift +-10 %;
-    then a multiplicative bias field (up to +-35 %), gamma (e^+-0.5), contrast / brightness, loss of
-    resolution (down-sampled by 1-3x, p 0.3), Gaussian blur (p 0.2) and Gaussian noise (sd up to 0.05)."""
-    n, _, h, w = x.shape
-
-    def r(*s):
-        return torch.rand(*s, generator=g)
-
-    ang = (r(n) * 2 - 1) * math.radians(25) + (r(n) < 0.15).float() * (math.pi / 2) * torch.where(r(n) < 0.5, -1.0, 1.0)
-    sc = 1 / (0.7 + 0.6 * r(n))
-    flip = torch.where(r(n) < 0.5, -1.0, 1.0)
-    vflip = torch.where(r(n) < 0.2, -1.0, 1.0)
-    tx, ty = (r(n) * 2 - 1) * 0.1, (r(n) * 2 - 1) * 0.1
-    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
-    row0 = torch.stack([cos * flip, -sin * vflip, tx], 1)
-    theta = torch.stack([row0, torch.stack([sin * flip, cos * vflip, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
-    x = x * (1 + 0.35 * r(n).view(n, 1, 1, 1) * _smooth_field(n, h, g))
-    x = x.clamp(0, 1) ** torch.exp((r(n) * 2 - 1) * 0.5).view(n, 1, 1, 1)
-    x = x * (0.75 + 0.5 * r(n)).view(n, 1, 1, 1) + ((r(n) * 2 - 1) * 0.1).view(n, 1, 1, 1)
-    low = r(n) < 0.3  # loss of resolution: down-sample by 1-3x and back
-    if low.any():
-        f = float(1 + 2 * r(1))
-        small = F.interpolate(x[low], scale_factor=1 / f, mode="area")
-        x[low] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-    blur = r(n) < 0.2
-    if blur.any():
-        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
-        k2 = (k[:, None] * k[None, :]).view(1, 1, 5, 5)
-        x[blur] = F.conv2d(F.pad(x[blur], (2, 2, 2, 2), mode="replicate"), k2)
-    x = x + torch.randn(x.shape, generator=g) * (0.05 * r(n)).view(n, 1, 1, 1)
-    return x.clamp(0, 1)
-
-
-AUGMENTATIONS = {"standard": augment, "strong": augment_strong}
 
 
 def supcon_loss(
@@ -191,7 +124,9 @@ def train_embedder(
     1 tumour) is given for every image; the class head ignores those images, a coarse head (a linear layer
     on the descriptor, used in training only and not exported) is trained on ``y_coarse`` with weight
     ``coarse_weight``, and the supervised contrastive loss uses the coarse groups (see ``supcon_loss``).
-    ``augmentation="strong"`` adds bias field, noise, blur and resolution loss for other scanners.
+    ``augmentation``: "standard" (:func:`napari_medai.augment.mri_standard`, the shipped recipe) or "strong"
+    (:func:`napari_medai.augment.mri_strong`: adds bias field, noise, blur and resolution loss for other
+    scanners).
     ``sample_weight`` draws each epoch's images with replacement in proportion to it (same epoch size).
     ``checkpoint``: a file written after every epoch; when it exists, training resumes from it.
 
@@ -208,7 +143,7 @@ def train_embedder(
     y = np.asarray(y, np.int64)
     if (y < 0).any() and y_coarse is None:
         raise ValueError("labels of -1 (type unknown) need y_coarse")
-    aug = AUGMENTATIONS[augmentation]
+    aug = RETRIEVAL[augmentation]()  # MONAI transforms, seeded from g once per batch
     xt = torch.from_numpy(np.asarray(x, np.float32))[:, None]
     yt = torch.from_numpy(y)
     ct = None if y_coarse is None else torch.from_numpy(np.asarray(y_coarse, np.int64))

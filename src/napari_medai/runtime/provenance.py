@@ -7,8 +7,9 @@ geometry produced it. Our key is the only one we touch, so other plugins' metada
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -79,3 +80,24 @@ def attach_provenance(metadata: Optional[Mapping[str, Any]], record: Mapping[str
     ours.update(record)
     merged[METADATA_KEY] = ours
     return merged
+
+
+#: the third-party packages whose versions ``napari-medai info`` reports (import names)
+INFO_PACKAGES = ("torch", "monai", "napari", "skimage", "nibabel", "pydicom", "numba", "faiss")
+
+
+def package_versions(modules: Sequence[str] = INFO_PACKAGES) -> tuple[dict, dict]:
+    """The one version-collection loop (``info``, ``selftest``): python, napari-medai, numpy and each of
+    ``modules`` as ``{name: version string or None}``, and ``{name: exception}`` for those that did not
+    import (a broken install is what the callers look for, so any exception counts)."""
+    from .._version import __version__
+
+    versions: dict = {"python": platform.python_version(), "napari-medai": __version__, "numpy": np.__version__}
+    errors: dict = {}
+    for module in modules:
+        try:
+            versions[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
+        except Exception as exc:  # noqa: BLE001
+            versions[module] = None
+            errors[module] = exc
+    return versions, errors

@@ -12,8 +12,6 @@ are thin wrappers over :func:`run_selftest`. Research use only - not a medical d
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -37,8 +35,8 @@ LIVER_VOLUME_ML = (600.0, 4000.0)  # a plausible adult liver (the segmentation p
 LIVER_MIN_DICE = 0.85  # sample CT liver against its packaged reference mask (measured 0.90)
 SELF_HIT_MAX_DISTANCE = 1e-3  # a sample queried against a library holding it finds itself
 
-# (import name, shown name, required)
-_VERSIONED = (("torch", "torch", True), ("monai", "monai", True), ("numba", "numba", True), ("faiss", "faiss", False))
+# (import name, required)
+_VERSIONED = (("torch", True), ("monai", True), ("numba", True), ("faiss", False))
 
 
 @dataclass
@@ -461,17 +459,11 @@ TOOLS: list = [
 # -------------------------------------------------------------------------------- versions, devices, models
 def collect_versions() -> tuple[dict, list]:
     """Versions of python, napari-medai and the numeric stack; failures for required ones that do not import."""
-    from .. import __version__
+    from .provenance import package_versions
 
-    versions = {"python": sys.version.split()[0], "napari-medai": __version__, "numpy": np.__version__}
-    failures = []
-    for module, shown, required in _VERSIONED:
-        try:
-            versions[shown] = str(getattr(importlib.import_module(module), "__version__", "?"))
-        except Exception as exc:  # noqa: BLE001 - a broken install is what this command looks for
-            versions[shown] = None
-            if required:
-                failures.append(f"versions: {shown} cannot be imported ({_error_text(exc)}); reinstall it")
+    versions, errors = package_versions([module for module, _ in _VERSIONED])
+    failures = [f"versions: {module} cannot be imported ({_error_text(errors[module])}); reinstall it"
+                for module, required in _VERSIONED if required and module in errors]
     return versions, failures
 
 

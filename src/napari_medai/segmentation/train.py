@@ -101,25 +101,6 @@ def _slices_2d(x: np.ndarray, y: np.ndarray, spacing_yx, size: int):
     return xt, yt.long()
 
 
-def _augment_2d(x, y, g):
-    import torch
-    import torch.nn.functional as F
-
-    b = x.shape[0]
-    r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    ang = (r(b) - 0.5) * 2 * math.radians(15)
-    sc = torch.exp((r(b) - 0.5) * 2 * math.log(1.2))
-    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    theta[:, :, 2] = (r(b, 2) - 0.5) * 0.2
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    y = F.grid_sample(y.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
-    x = x * (1 + (r(b, 1, 1, 1) - 0.5) * 0.3) + (r(b, 1, 1, 1) - 0.5) * 0.2
-    return x + torch.randn(x.shape, generator=g) * 0.02, y
-
-
 def _patches_3d(cases, roi: int, batch: int, rng: np.random.Generator):
     import torch
 
@@ -137,12 +118,8 @@ def _patches_3d(cases, roi: int, batch: int, rng: np.random.Generator):
         else:
             start = [int(rng.integers(0, s - roi + 1)) for s in x.shape]
         sl = tuple(slice(s0, s0 + roi) for s0 in start)
-        xp, yp = x[sl], y[sl]
-        for axis in (1, 2):
-            if rng.random() < 0.2:
-                xp, yp = np.flip(xp, axis), np.flip(yp, axis)
-        xs.append(np.ascontiguousarray(xp))
-        ys.append(np.ascontiguousarray(yp))
+        xs.append(np.ascontiguousarray(x[sl]))
+        ys.append(np.ascontiguousarray(y[sl]))
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
 
 
@@ -171,6 +148,7 @@ def train_msd(
     from monai.losses import DiceCELoss
     from safetensors.torch import save_file
 
+    from ..augment import msd_patches, msd_slices
     from ..io.writers import atomic_output
     from ..runtime.device import resolve_device
     from ..runtime.registry import sha256_of
@@ -222,6 +200,7 @@ def train_msd(
         history = json.loads(ckpt.get("history", "[]"))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     g = torch.Generator().manual_seed(seed)
+    aug = msd_slices() if dims == 2 else msd_patches()
 
     if dims == 2:
         xs, ys = [], []
@@ -279,9 +258,9 @@ def train_msd(
             check_stop(should_stop)
             if dims == 2:
                 idx = torch.randint(0, len(train_x), (bs,), generator=g)
-                xb, yb = _augment_2d(train_x[idx], train_y[idx], g)
+                xb, yb = aug(train_x[idx], train_y[idx], g)
             else:
-                xb, yb = _patches_3d([cases[i] for i in train_idx], roi, bs, rng)
+                xb, yb = aug(*_patches_3d([cases[i] for i in train_idx], roi, bs, rng), rng)
             lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
             for group in opt.param_groups:
                 group["lr"] = lr_now
@@ -419,57 +398,6 @@ def patient_folds(vol: np.ndarray, k: int) -> list:
     return [ids[i::k] for i in range(k)]
 
 
-def augment_slices(x, y, g, zoom=(0.8, 1.25), crop_prob: float = 0.0, crop_frac=(0.3, 0.8)):
-    """X (B,1,H,W) in [0, 1], y (B,1,H,W) float labels. Rotation (±15°, 90° steps 30 %), zoom log-uniform
-    in ``zoom``, flips 20 %, shift ±10 %, then with probability ``crop_prob`` a random crop (side
-    ``crop_frac`` of the slice, around a liver pixel when there is one) set in an air canvas (image and
-    label 0 outside: the liver and the body outline are cut, as in a cropped scan), then contrast /
-    brightness, gamma and noise. The random draws without crops are exactly those of the research
-    script that trained liver-tumor-ct 1.2."""
-    import torch
-    import torch.nn.functional as F
-
-    b = x.shape[0]
-    r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    ang = (r(b) - 0.5) * 2 * math.radians(15) + torch.randint(0, 4, (b,), generator=g) * (math.pi / 2) * (r(b) < 0.3)
-    lo, hi = math.log(zoom[0]), math.log(zoom[1])
-    sc = torch.exp(lo + r(b) * (hi - lo))
-    flip = torch.where(r(b) < 0.2, -1.0, 1.0)
-    tx, ty = (r(b) - 0.5) * 0.2, (r(b) - 0.5) * 0.2
-    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * flip, -sin, tx
-    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin * flip, cos, ty
-    grid = F.affine_grid(theta, x.shape, align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    if crop_prob > 0:
-        h, w = x.shape[-2:]
-        keep = torch.zeros_like(x, dtype=torch.bool)
-        for i in range(b):
-            if r(1).item() >= crop_prob:
-                keep[i] = True
-                continue
-            ch = int(h * (crop_frac[0] + (crop_frac[1] - crop_frac[0]) * r(1).item()))
-            cw = int(w * (crop_frac[0] + (crop_frac[1] - crop_frac[0]) * r(1).item()))
-            liver = torch.nonzero(y[i, 0] > 0)
-            if len(liver):
-                cy, cx = (int(v) for v in liver[int(torch.randint(0, len(liver), (1,), generator=g))])
-            else:
-                cy, cx = int(r(1).item() * h), int(r(1).item() * w)
-            top = int(min(max(0, cy - int(ch * r(1).item())), h - ch))
-            left = int(min(max(0, cx - int(cw * r(1).item())), w - cw))
-            keep[i, :, top : top + ch, left : left + cw] = True
-        x, y = x * keep, y * keep
-    a = 1 + (r(b, 1, 1, 1) - 0.5) * 0.4
-    s = (r(b, 1, 1, 1) - 0.5) * 0.25
-    x = (x * a + s).clamp(0, 1)
-    gam = torch.exp((r(b, 1, 1, 1) - 0.5) * 0.6)
-    x = x.clamp_min(1e-6) ** gam
-    x = x + torch.randn(x.shape, generator=g) * (r(b, 1, 1, 1) * 0.05)
-    return x.clamp(0, 1), y
-
-
 def train_slice_network(
     data,
     output,
@@ -503,6 +431,7 @@ def train_slice_network(
     from monai.losses import DiceCELoss
     from safetensors.torch import save_file
 
+    from ..augment import ct_slices
     from ..io.writers import atomic_output
     from .metrics import dice
     from .networks import build_network
@@ -559,6 +488,7 @@ def train_slice_network(
         )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(fold + 1 + seed)
+    aug = ct_slices(zoom=zoom, crop_prob=crop_prob)
     it, losses, seconds = 0, [], 0.0
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint_last.pt"
@@ -596,7 +526,7 @@ def train_slice_network(
         for group in opt.param_groups:
             group["lr"] = lr_now
         idx = torch.multinomial(w, batch_size, replacement=True, generator=g)
-        xb, yb = augment_slices(xt[idx], yt[idx], g, zoom=zoom, crop_prob=crop_prob)
+        xb, yb = aug(xt[idx], yt[idx], g)
         net.train()
         loss = loss_fn(net(xb), yb.round().long())
         opt.zero_grad(set_to_none=True)

@@ -150,7 +150,8 @@ def train_tumour_stage(
 
     from ..io.writers import atomic_output
     from .networks import build_network
-    from .train import augment_slices, patient_folds
+    from ..augment import ct_slices
+    from .train import patient_folds
 
     progress, should_stop = callbacks(progress, should_stop)
     log = log or (lambda message: None)
@@ -176,6 +177,7 @@ def train_tumour_stage(
     has_tumour = d["y"][train_rows].reshape(len(train_rows), -1).max(1)
     weights = np.where(has_tumour == 2, cfg["tumour_oversample"], np.where(has_tumour == 1, 1.0, 0.3))
     weights = weights / weights.sum()
+    aug = ct_slices(zoom=tuple(cfg["zoom"]))  # the cascade's recipe, over the stage's wider zoom range
     torch.manual_seed(seed)
     net = build_network(STAGE_ARCH)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False,
@@ -208,7 +210,7 @@ def train_tumour_stage(
         for group in opt.param_groups:
             group["lr"] = lr_now
         xb, yb = _sample_batch(d, train_rows, weights, batch_size, cfg["patch"], g, cfg["context_dropout"])
-        xb, yb = augment_slices(xb, yb, g, zoom=tuple(cfg["zoom"]))
+        xb, yb = aug(xb, yb, g)
         net.train()
         loss = loss_fn(net(xb), yb.round().long())
         opt.zero_grad(set_to_none=True)

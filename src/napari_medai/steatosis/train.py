@@ -69,11 +69,13 @@ def _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, s
     import torch
     import torch.nn.functional as F
 
+    from ..augment import ultrasound_patches
     from ..runtime.progress import check_stop
     from .models import build
     from .preprocess import model_input, n_channels
 
     torch.manual_seed(seed)
+    aug = ultrasound_patches(gain_channels=(0,) if "raw" in preprocess else None)
     rng = np.random.default_rng(seed)
     x = model_input(crops, preprocess) if x_input is None else x_input
     y = np.asarray(grade, np.int64)
@@ -92,16 +94,8 @@ def _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, s
         for i in range(0, len(y), batch):
             check_stop(should_stop)
             idx = order[i:i + batch]
-            xb = xt[idx].clone()
-            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            xb[flip] = xb[flip].flip(-1)
-            # random shift up to 3 px (reflect padding)
-            dy, dx = rng.integers(-3, 4, size=2)
-            xb = F.pad(xb, (3, 3, 3, 3), mode="reflect")[:, :, 3 + dy:31 + dy, 3 + dx:31 + dx]
-            # mild gain jitter (scanner gain), applied to the raw channel only
-            if "raw" in preprocess:
-                gain = torch.from_numpy(rng.normal(1.0, 0.05, size=(len(idx), 1, 1)).astype(np.float32))
-                xb[:, 0] = xb[:, 0] * gain
+            # flip, shift up to 3 px (reflect padding), gain jitter on the raw channel (MONAI transforms)
+            xb = aug(xt[idx], rng)
             loss = F.cross_entropy(net(xb), yt[idx], weight=weight, label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
