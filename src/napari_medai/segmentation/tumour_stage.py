@@ -148,9 +148,9 @@ def train_tumour_stage(
     from monai.losses import DiceCELoss
     from safetensors.torch import save_file
 
+    from ..augment import ct_slices
     from ..io.writers import atomic_output
     from .networks import build_network
-    from ..augment import ct_slices
     from .train import patient_folds
 
     progress, should_stop = callbacks(progress, should_stop)
