@@ -63,3 +63,20 @@ def test_union_joins_a_lesion_the_organ_left_out_but_not_a_mass_beside_it_and_dr
     assert out[speck].tolist() == [1] * int(speck.sum())  # a 3 mm speck is liver, not a lesion
     organ_only = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), {**spec, "region": "organ"})
     assert (organ_only == 2).sum() < 0.1 * lesion.sum()
+
+
+def test_liver_hu_reference_makes_a_dark_liver_look_like_the_training_livers():
+    from napari_medai.segmentation.metrics import dice
+    from napari_medai.segmentation.tumour_stage import refine_tumour
+
+    _, labels, lesion = _volume()
+    hu = np.where(labels >= 1, 20.0, 300.0).astype(np.float32)  # a non-contrast, fatty liver at 20 HU
+    hu[lesion] = -40.0  # a lesion 60 HU below it
+    data01 = np.clip((hu + 40.0) / 200.0, 0.0, 1.0)  # the [-40, 160] window
+    spec = {"pixel_mm": 0.8, "margin_mm": 5.0}
+    plain = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), spec, hu=hu, window=(-40, 160))
+    assert (plain == 2).sum() > 0.9 * (labels >= 1).sum()  # the whole dark liver taken for tumour
+    shifted = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), {**spec, "liver_hu_reference": 92.0},
+                            hu=hu, window=(-40, 160))
+    assert dice(shifted == 2, lesion) > 0.9
+    assert np.array_equal(data01, np.clip((hu + 40.0) / 200.0, 0.0, 1.0))  # the input is not modified

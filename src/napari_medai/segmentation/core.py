@@ -699,7 +699,7 @@ def segment(
 
         device_of_stage = next(iter(lm.stage.parameters())).device
         labels = refine_tumour(lm.stage, data01, labels, sp_canon, lm.spec["tumour_stage"], device_of_stage,
-                               should_stop)
+                               should_stop, hu=canon, window=_spec_window(lm.spec))
     note = contrast_note(canon, labels, lm.spec) if lm.postprocess else None
     if note:
         notes.append(note)

@@ -246,7 +246,8 @@ def stage_scores(net, stack: np.ndarray, device="cpu", batch: int = 8) -> np.nda
 
 
 def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, spec: dict, device="cpu",
-                  should_stop: Optional[ShouldStop] = None) -> np.ndarray:
+                  should_stop: Optional[ShouldStop] = None, hu: Optional[np.ndarray] = None,
+                  window: Optional[tuple] = None) -> np.ndarray:
     """Relabel the organ (labels >= 1) of a canonical (z, y, x) volume into liver (1) / tumour (2) with the
     stage network; ``data01`` is the windowed volume, ``spacing`` (z, y, x) mm; ``spec`` the card's
     ``input_spec.tumour_stage``. With ``spec["region"] == "union"`` (the shipped setting), lesions the stage
@@ -254,10 +255,22 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     organ (LiTS CV fold 0: tumour Dice 0.06 inside the organ alone, 0.52 with the union); a joined lesion
     whose surface touches the liver on less than ``min_liver_contact`` of it (a mass next to the liver) is
     left out again. Lesions narrower than ``min_lesion_mm`` (equivalent diameter of their largest
-    cross-section) are dropped. Only slices that hold organ are read; the input is not modified."""
+    cross-section) are dropped. With ``spec["liver_hu_reference"]`` and the HU volume ``hu`` + its
+    ``window``, the stage sees the volume shifted so that the organ's median HU is the reference (the
+    median liver of its training patients): another contrast phase or a fatty liver then looks like the
+    livers it learnt from, and lesions keep their contrast to the liver. Only slices that hold organ are
+    read; the input is not modified."""
     organ = labels >= 1
     if not organ.any():
         return labels
+    reference = spec.get("liver_hu_reference")
+    if reference is not None and hu is not None and window is not None:
+        shift = float(reference) - float(np.median(hu[organ]))
+        lo, hi = (float(v) for v in window)
+        zs = np.nonzero(organ.any(axis=(1, 2)))[0]
+        data01 = data01.copy()
+        part = slice(max(0, zs.min() - 8), zs.max() + 9)  # the slices the stage reads (with context)
+        data01[part] = np.clip((hu[part].astype(np.float32) + shift - lo) / (hi - lo), 0.0, 1.0)
     maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop)
     return combine_stage(labels, maps, spacing, spec)
 
