@@ -15,6 +15,12 @@ the save after a build), stored in the library file, and recomputed when cases a
    a query whose nearest hit lies beyond ``FAR_MARGIN`` times that is out of domain (a backstop: with
    the shipped embedder, CT and ultrasound land as near as other brain-MRI sources, docs/retrieval.md).
 
+3. **CT values in HU** (checked on the query's raw values, before preparation, which normalises them
+   away): a query whose pixels hold air in HU (at least ``HU_AIR_SHARE`` of them at or below ``HU_AIR``
+   = -500; air is -1000 HU, MRI magnitude and pictures are never negative) is out of domain for a
+   library whose cases did not (``DomainCalibration.hu_share``, recorded when the cases were added;
+   libraries saved before that fall back on the library's modality: HU is accepted by a CT library).
+
 A blank (constant) query is always out of domain. The distance thresholds are relative to the
 library's own spread, never absolute, so they follow whatever embedder built the library.
 """
@@ -28,12 +34,13 @@ from typing import Optional
 
 import numpy as np
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: hu_share and the retrained modality classifier
 MIN_CASES = 10  # fewer cases: no calibration (every hit close, only the blank check)
 MAX_CALIBRATION = 4000  # leave-one-out queries / thumbnails used at most (a seeded sample beyond)
 CLOSE_QUANTILE, CLOSE_MARGIN = 0.99, 1.0
 FAR_QUANTILE, FAR_MARGIN = 0.99, 3.5  # a backstop: other-source brain MRI reaches 3.0x (docs/retrieval.md)
 MODALITY_QUANTILE, MODALITY_FLOOR = 0.01, 0.5
+HU_AIR, HU_AIR_SHARE = -500.0, 0.05  # a plane with >= 5 % of its values <= -500 holds CT air in HU
 THUMB = 96
 MODALITIES = ("mri", "ct", "ultrasound", "noise", "photo")
 MODALITY_MODEL = "modality.json"  # beside this module; trained by training/retrieval/modality.py
@@ -53,6 +60,21 @@ def thumbnail(prepared: np.ndarray, size: int = THUMB) -> np.ndarray:
     from .preprocess import resize_area
 
     return np.clip(resize_area(prepared, size) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def hu_air_share(plane: np.ndarray) -> float:
+    """Share of a raw plane's finite values at or below ``HU_AIR`` (-500): air in a CT in Hounsfield
+    units is -1000; MRI magnitude images and pictures have none."""
+    a = np.asarray(plane)
+    if a.size == 0 or a.dtype.kind not in "if":  # unsigned and bool planes cannot hold HU air
+        return 0.0
+    a = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    return float((a <= HU_AIR).mean()) if a.size else 0.0
+
+
+def is_hu_like(plane: np.ndarray) -> bool:
+    """True when a raw plane looks like CT in HU (``hu_air_share`` at least ``HU_AIR_SHARE``)."""
+    return hu_air_share(plane) >= HU_AIR_SHARE
 
 
 def _corr_mirror(a: np.ndarray) -> float:
@@ -190,6 +212,7 @@ class DomainCalibration:
     modality: Optional[str] = None  # the modality most of the library's cases are predicted to be
     modality_share: Optional[float] = None  # ... and the share of cases predicted so
     modality_floor: Optional[float] = None  # a query with P(modality) below this is out of domain
+    hu_share: Optional[float] = None  # share of the cases whose raw plane held CT air in HU (None: unknown)
     version: int = CALIBRATION_VERSION
 
     @property
@@ -220,11 +243,16 @@ def calibrate(
     search: Callable[[np.ndarray, int], tuple],
     thumbnails: list,
     seed: int = 0,
+    hu_flags: Optional[list] = None,
 ) -> DomainCalibration:
     """Calibration from a library's live cases: ``search(vectors, k) -> (distances, ids)``;
-    ``thumbnails``: uint8 arrays (or None where a case has none), aligned with ``ids``."""
+    ``thumbnails``: uint8 arrays (or None where a case has none), aligned with ``ids``; ``hu_flags``:
+    whether each case's raw plane was HU-like (``is_hu_like``; None where unknown)."""
     n = len(ids)
     cal = DomainCalibration(embedder_sha256, int(n))
+    known = [bool(f) for f in (hu_flags or []) if f is not None]
+    if known:
+        cal.hu_share = float(np.mean(known))
     if n < MIN_CASES:
         return cal
     rng = np.random.default_rng(seed)
@@ -250,8 +278,18 @@ def calibrate(
     return cal
 
 
-def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[np.ndarray], blank: bool) -> tuple:
-    """(out_of_domain, reasons, close flags per hit) for a query's hit distances (nearest first)."""
+def library_takes_hu(cal: DomainCalibration) -> Optional[bool]:
+    """Whether a library's cases were CT in HU: from the recorded share, else from its modality (files
+    saved before the share was recorded); None when neither is known."""
+    if cal.hu_share is not None:
+        return cal.hu_share >= 0.5
+    return None if cal.modality is None else cal.modality == "ct"
+
+
+def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[np.ndarray], blank: bool,
+            hu_share: Optional[float] = None) -> tuple:
+    """(out_of_domain, reasons, close flags per hit) for a query's hit distances (nearest first);
+    ``hu_share``: the query's raw ``hu_air_share`` (None: not known, e.g. a descriptor query)."""
     reasons = []
     if blank:
         reasons.append("the query image is blank (constant): nothing to compare")
@@ -271,6 +309,10 @@ def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[n
                          else f"is not clearly {_NAMES[guess]}")
                 reasons.append(f"the image {looks}, the library holds {_NAMES[cal.modality]} "
                                f"(P({cal.modality}) {p[0, k]:.2f}, below the library's own {cal.modality_floor:.2f})")
+    if hu_share is not None and hu_share >= HU_AIR_SHARE and library_takes_hu(cal) is False:
+        held = _NAMES[cal.modality] if cal.modality not in (None, "ct") else "cases that were not CT in HU"
+        reasons.append(f"the image holds CT values in HU (air at -1000: {hu_share:.0%} of its pixels at or below "
+                       f"{HU_AIR:.0f}), the library holds {held}; query it with a library of CT cases")
     return bool(reasons), reasons, close
 
 
