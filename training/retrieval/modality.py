@@ -60,6 +60,8 @@ TRAIN_PHOTOS = ["astronaut", "camera", "coffee", "chelsea", "coins", "horse", "p
                 "clock_motion", "logo", "color", "ihc", "motorcycle_left"]
 TEST_PHOTOS = ["moon", "rocket", "hubble_deep_field", "retina", "gravel", "cell", "microaneurysms", "motorcycle_right",
                "chessboard_GRAY"]
+TEST_CT = ["chaos-ct-1/chaos_ct_01_ct.nii.gz", "ircadb-07/ircadb01_07_ct.nii.gz",
+           "full-abdomen/abdomen_ct_512x512x146.nii.gz", "totalseg-example/example_ct_dicom"]
 LITS_VAL = {3, 9, 16}  # LiTS volumes held out for validation (the others train)
 BYRA_VAL = {8, 9, 10}  # Byra frame patients held out for validation
 ROI_VAL_FROM = 36  # Byra ROI crops of patients >= 36 are validation
@@ -119,7 +121,8 @@ def _augment_mri(images, seed=0):
             a = np.where(head, 1.0 - a * 0.9, a)
         if rng.random() < 0.4:
             yy, xx = np.mgrid[: a.shape[0], : a.shape[1]]
-            cy, cx = rng.integers(a.shape[0] // 4, 3 * a.shape[0] // 4), rng.integers(a.shape[1] // 4, 3 * a.shape[1] // 4)
+            cy = rng.integers(a.shape[0] // 4, 3 * a.shape[0] // 4)
+            cx = rng.integers(a.shape[1] // 4, 3 * a.shape[1] // 4)
             r = rng.uniform(0.05, 0.2) * min(a.shape)
             a = np.maximum(a, ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) * float(rng.uniform(0.7, 1.0)))
         if rng.random() < 0.15:
@@ -260,7 +263,9 @@ def _echo_random(rng, n=256):
         echo = np.where(u * u + v * v < 1, rng.choice([rng.uniform(0, 0.08), rng.uniform(0.2, 0.9)]), echo)
     if rng.random() < 0.6:
         c = rng.uniform(0.2, 0.9) * n
-        line = np.abs(yy - (c + rng.uniform(-0.4, 0.4) * (xx - n / 2) + rng.uniform(-2, 2) * ((xx - n / 2) / n) ** 2 * n)) < rng.uniform(1, 4)
+        curve = c + rng.uniform(-0.4, 0.4) * (xx - n / 2)
+        curve = curve + rng.uniform(-2, 2) * ((xx - n / 2) / n) ** 2 * n
+        line = np.abs(yy - curve) < rng.uniform(1, 4)
         echo = np.where(line, 1.0, echo)
     return np.clip(ndi.gaussian_filter(echo, 1.0), 0, 1.2), np.zeros((n, n), bool)
 
@@ -343,7 +348,10 @@ def _screen(img, mask, rng):
         text = " ".join(rng.choice(words, int(rng.integers(1, 3)))) + (
             f" {rng.uniform(0, 99):.{int(rng.integers(0, 2))}f}" if rng.random() < 0.7 else "")
         side = rng.random()
-        x = rng.uniform(0, 0.2) * W if side < 0.45 else (rng.uniform(0.75, 0.95) * W if side < 0.8 else rng.uniform(0, 0.9) * W)
+        if side < 0.45:
+            x = rng.uniform(0, 0.2) * W
+        else:
+            x = rng.uniform(0.75, 0.95) * W if side < 0.8 else rng.uniform(0, 0.9) * W
         y = rng.uniform(0, 0.95) * H if side < 0.8 else rng.choice([rng.uniform(0, 0.06), rng.uniform(0.9, 0.97)]) * H
         d.text((x, y), text, fill=int(rng.integers(120, 256)), font=font)
     if not plain and rng.random() < 0.7:  # depth scale: ticks and numbers beside the image
@@ -383,11 +391,11 @@ def _screen_size(rng):
 
 
 def _simulated_bmode(sources, rng, n):
-    """n synthetic B-mode screens from echogenicity ``sources`` (a list of (kind, array))."""
+    """Synthetic B-mode screens (``n``) from echogenicity ``sources`` (a list of (kind, array))."""
     from scipy import ndimage as ndi
 
     out = []
-    for i in range(n):
+    for _ in range(n):
         kind, src = sources[int(rng.integers(len(sources)))]
         if kind == "ct":
             echo, bone = _echo_from_ct(src, rng)
@@ -418,7 +426,8 @@ def _roi_texture(rois, rng, n):
         zoom = rng.uniform(1.0, 2.5)
         th, tw = int(H / zoom / 28) + 2, int(W / zoom / 28) + 2
         level = rng.uniform(40, 120)  # one echo level: no seams between tiles of other patients' gain
-        tiles = [rois[int(k)] / max(1.0, float(rois[int(k)].mean())) * level for k in rng.integers(len(rois), size=th * tw)]
+        picks = rng.integers(len(rois), size=th * tw)
+        tiles = [rois[int(k)] / max(1.0, float(rois[int(k)].mean())) * level for k in picks]
         tiles = [t[:, ::-1] if rng.random() < 0.5 else t for t in tiles]
         tiles = [t[::-1] if rng.random() < 0.5 else t for t in tiles]
         tex = np.block([[tiles[r * tw + c] for c in range(tw)] for r in range(th)]).astype(np.float64)
@@ -482,11 +491,12 @@ def _lits(data, val):
 
 def _lits_hu(paths):
     """LiTS JPEG slices back to HU where the green channel allows (a [-40, 160] HU window)."""
-    return [np.asarray(im, np.float64)[..., 1] / 255.0 * 200 - 40 if np.ndim(im) == 3 else np.asarray(im) / 255.0 * 200 - 40
+    return [(np.asarray(im, np.float64)[..., 1] if np.ndim(im) == 3 else np.asarray(im, np.float64)) / 255.0 * 200 - 40
             for im in _load(paths)]
 
 
 def build(data: Path, size: int, parts=("train", "val", "test")):
+    """The image sets, lazily: {part: {name: callable returning a list of images}}."""
     from napari_medai.io.readers import load_image
     from napari_medai.sample_data.phantom import make_ct_phantom
 
@@ -511,7 +521,8 @@ def build(data: Path, size: int, parts=("train", "val", "test")):
             return ct + [np.rot90(a) for a in ct[::3]]
 
         def us_train():
-            sources = ([("ct", a) for a in _lits_hu(lits_train[::3])] + [("ct", a) for a in _volume_slices(None, 8, tseg)]
+            sources = ([("ct", a) for a in _lits_hu(lits_train[::3])]
+                       + [("ct", a) for a in _volume_slices(None, 8, tseg)]
                        + [("ct", v[len(v) // 2]) for v in phantoms] + [("frame", f) for f in f_train]
                        + [("random", None)] * 20)
             return (_simulated_bmode(sources, rng, 500) + _roi_texture(_rois(data, False), rng, 120)
@@ -552,8 +563,7 @@ def build(data: Path, size: int, parts=("train", "val", "test")):
                                                          for p in _files(data / "brain-mri" / "other-sources" / c)]),
             "mri (other sources: notumor)": lambda: _load(_files(data / "brain-mri" / "other-sources" / "notumor")),
             "ct volumes (CHAOS, IRCADb, full-abdomen, TotalSeg DICOM)": lambda: sum(
-                (_volume_slices(p, 6) for p in [data / "ct/chaos-ct-1/chaos_ct_01_ct.nii.gz", data / "ct/ircadb-07/ircadb01_07_ct.nii.gz",
-                                                data / "ct/full-abdomen/abdomen_ct_512x512x146.nii.gz", data / "ct/totalseg-example/example_ct_dicom"]), []),
+                (_volume_slices(data / "ct" / p, 6) for p in TEST_CT), []),
             "ultrasound (us-abdominal, all 60)": lambda: _load(us),
             "noise (other seeds)": lambda: _noise(1000, 40),
             "photo (held-out)": lambda: _photos(TEST_PHOTOS) + _faces(150, 200),
@@ -633,6 +643,8 @@ def _val_score(clf, stats):
 
 
 def main(argv=None):
+    """Build or load the statistics, rank the candidates on validation, fit the chosen one, write
+    ``modality.json`` with its evaluation."""
     from napari_medai.data_paths import shared_data_dir
     from napari_medai.retrieval.domain import MODALITIES, STATS_NAMES
     from napari_medai.retrieval.embedder import get_embedder
@@ -667,7 +679,8 @@ def main(argv=None):
     for model, param in choices:
         clf = _fit(X, y, model, param)
         scores[f"{model}:{param}"] = _val_score(clf, stats)
-        print(f"{model}:{param} validation mean {scores[f'{model}:{param}'][0]:.4f} min {scores[f'{model}:{param}'][1]:.4f}",
+        mean, worst = scores[f"{model}:{param}"]
+        print(f"{model}:{param} validation mean {mean:.4f} min {worst:.4f}",
               file=sys.stderr)
     if "--model" in argv:
         pick = argv[argv.index("--model") + 1]
@@ -678,7 +691,8 @@ def main(argv=None):
     floor = _mri_floor(clf, stats)
     train_acc = float((clf.predict_proba(X).argmax(1) == y).mean())
     report = {"train_counts": {k.split("|", 1)[1]: len(v) for k, v in stats.items() if k.startswith("train|")},
-              "train_accuracy": round(train_acc, 4), "selection": {k: [round(v[0], 4), round(v[1], 4)] for k, v in scores.items()},
+              "train_accuracy": round(train_acc, 4),
+              "selection": {k: [round(v[0], 4), round(v[1], 4)] for k, v in scores.items()},
               "chosen": pick, "mri_library_floor": round(floor, 4),
               "validation": _report(clf, stats, "val", floor)}
     if "--select" not in argv:

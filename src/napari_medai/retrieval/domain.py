@@ -8,8 +8,8 @@ the save after a build), stored in the library file, and recomputed when cases a
    intensities and edges of the largest foreground object and what lies around it) go through a shipped
    modality classifier (``modality.json``: multinomial logistic regression over brain MRI, CT,
    ultrasound, noise, photo, trained by ``training/retrieval/modality.py`` on data whose terms allow
-   shipped weights and on simulated B-mode; it carries LiTS's share-alike terms). The library's modality is the one most
-   of its cases are predicted to be; a query whose probability of that modality is below
+   shipped weights and on simulated B-mode; it carries LiTS's share-alike terms). The library's
+   modality is the one most of its cases are predicted to be; a query whose probability of that modality is below
    ``min(0.5, 1st percentile of the library's own cases)`` is out of domain.
 2. **Descriptor distance.** Leave-one-out nearest-neighbour distances of the library's descriptors (up
    to ``MAX_CALIBRATION`` cases). A hit is ``close`` when its distance is within their 99th percentile;

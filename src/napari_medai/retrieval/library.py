@@ -897,7 +897,8 @@ class CaseLibrary:
         if stored_hu:  # files saved before it: unknown (the calibration falls back on the modality)
             try:
                 flags = json.loads(stored_hu)
-                lib._hu = {int(c): flag == "1" for flag in ("0", "1") for c in flags.get(flag, []) if int(c) in lib._meta}
+                lib._hu = {int(c): flag == "1" for flag in ("0", "1") for c in flags.get(flag, [])
+                           if int(c) in lib._meta}
             except (ValueError, TypeError, AttributeError):
                 lib._hu = {}
         lib._vectors, lib._ids, lib._alive = vecs, ids, np.ones(len(ids), bool)
