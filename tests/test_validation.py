@@ -410,15 +410,124 @@ def test_figshare_library_flags_wrong_modality_not_other_mri_sources(shared_data
     tumour = sorted((other / "tumour-untyped").glob("*"))[::6] + sorted((other / "meningioma").glob("*"))[::3]
     flagged = [lib.query(str(p), k=3).out_of_domain for p in tumour]
     assert np.mean(flagged) <= 0.10, np.mean(flagged)
-    wrong = (sorted((shared_data / "us-abdominal" / "images").glob("*"))[::12]
-             + sorted((shared_data / "steatosis" / "frames").glob("*"))[::3]
+    wrong = (sorted((shared_data / "steatosis" / "frames").glob("*"))[::3]
              + sorted((shared_data / "ct" / "lits-slices-2d" / "images").glob("*"))[::100])
     for path in wrong:
         assert lib.query(str(path), k=3).out_of_domain, path.name
-    for name in ("totalseg-example/example_ct_dicom", "full-abdomen/abdomen_ct_512x512x146.nii.gz"):
-        assert lib.query(str(shared_data / "ct" / name), k=3).out_of_domain, name  # middle slice of a HU volume
-    # known miss (docs/retrieval.md): the CHAOS and IRCADb middle slices lie on their side and pass as MRI
+    # ultrasound of another scanner, never trained on: a known weakness (50/60 against the full figshare
+    # library, docs/retrieval.md)
+    us = sorted((shared_data / "us-abdominal" / "images").glob("*"))[::6]
+    assert np.mean([lib.query(str(p), k=3).out_of_domain for p in us]) >= 0.7
     assert lib.query(_noise((512, 512), seed=3), k=3).out_of_domain
+
+
+CT_VOLUMES = ("chaos-ct-1/chaos_ct_01_ct.nii.gz", "full-abdomen/abdomen_ct_512x512x146.nii.gz",
+              "ircadb-07/ircadb01_07_ct.nii.gz", "totalseg-example/example_ct.nii.gz",
+              "totalseg-example/example_ct_sm.nii.gz", "totalseg-example/example_ct_dicom")
+
+
+@pytest.mark.parametrize("name", CT_VOLUMES)
+def test_every_shared_ct_volume_is_out_of_domain_for_an_mri_library(mri_library, shared_data, name):
+    """The middle slice of each shared CT volume as loaded (CHAOS and IRCADb lie on their side, which
+    the image statistics took for MRI) is flagged by its raw HU values; so is a slice along another axis."""
+    from napari_medai.io.readers import load_image
+
+    path = shared_data / "ct" / name
+    if not path.exists():
+        pytest.skip(f"{name} not in the shared data")
+    result = mri_library.query(str(path), k=3)
+    assert result.out_of_domain and any("CT values in HU" in r for r in result.reasons), result.reasons
+    vol = np.asarray(load_image(path).data)
+    other_axis = np.take(vol, vol.shape[1] // 2, axis=1)
+    assert any("CT values in HU" in r for r in mri_library.query(other_axis, k=3).reasons)
+
+
+def test_hu_check_reads_raw_values_before_preparation(mri_library):
+    from napari_medai.retrieval.domain import HU_AIR_SHARE, hu_air_share, is_hu_like
+
+    ct = _ct_slice_hu().astype(np.float32)
+    assert hu_air_share(ct) > 0.2 and is_hu_like(ct)
+    assert hu_air_share(_ct_slice_8bit()) == 0.0 and hu_air_share(_brain(0)) == 0.0  # uint8: never HU
+    assert not is_hu_like(_brain(0).astype(np.float32) - 20)  # a slightly negative MRI offset is not air
+    assert hu_air_share(np.full((8, 8), np.nan)) == 0.0
+    assert mri_library.calibration.hu_share == 0.0
+    for image in (ct, np.rot90(ct), ct[::-1]):  # upright, on its side, upside down: all CT in HU
+        result = mri_library.query(image, k=2)
+        assert result.out_of_domain
+        reason = next(r for r in result.reasons if "CT values in HU" in r)
+        assert "air at -1000" in reason and "the library holds MRI" in reason
+    body = ct[ct.shape[0] // 3: 2 * ct.shape[0] // 3, ct.shape[1] // 3: 2 * ct.shape[1] // 3]
+    assert hu_air_share(body) < HU_AIR_SHARE  # a crop inside the body holds no air: left to the image statistics
+
+
+@pytest.fixture(scope="module")
+def ct_library():
+    """Fifteen CT slices in HU from the packaged volume (a library of CT cases)."""
+    from napari_medai.retrieval.library import CaseLibrary
+
+    vol = _ct()[0]
+    lib = CaseLibrary("raw-pixels")
+    lib.add_images([vol[z] for z in range(0, 30, 2)], ["liver"] * 15)
+    return lib
+
+
+def test_ct_library_takes_hu_queries_and_remembers_it(ct_library, tmp_path):
+    from napari_medai.retrieval.library import CaseLibrary
+
+    assert ct_library.calibration.hu_share == 1.0
+    result = ct_library.query(_ct_slice_hu(21), k=2)
+    assert not any("CT values in HU" in r for r in result.reasons), result.reasons
+    path = ct_library.save(tmp_path / "ct.medlib")
+    loaded = CaseLibrary.load(path)
+    assert set(loaded._hu.values()) == {True} and len(loaded._hu) == 15
+    loaded.remove([loaded.cases()[0]["case_id"]])
+    assert loaded.calibrate_domain().hu_share == 1.0 and len(loaded._hu) == 14
+    # a file saved before the flags existed: unknown; the library's modality decides
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("DELETE FROM meta WHERE key IN ('hu_cases', 'domain_calibration')")
+    con.close()
+    old = CaseLibrary.load(path)
+    assert old._hu == {} and old.calibration.hu_share is None
+    from napari_medai.retrieval.domain import library_takes_hu
+
+    assert library_takes_hu(old.calibration) == (old.calibration.modality == "ct")
+
+
+def test_old_mri_library_without_hu_flags_still_flags_hu_queries(mri_library, tmp_path):
+    from napari_medai.retrieval.library import CaseLibrary
+
+    path = mri_library.save(tmp_path / "mri.medlib")
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("DELETE FROM meta WHERE key IN ('hu_cases', 'domain_calibration')")
+    con.close()
+    old = CaseLibrary.load(path)
+    result = old.query(_ct_slice_hu(), k=2)
+    assert old.calibration.hu_share is None and old.calibration.modality == "mri"
+    assert any("CT values in HU" in r for r in result.reasons), result.reasons
+
+
+def test_modality_classifier_matches_image_stats_and_its_data_terms():
+    """The shipped classifier reads the statistics image_stats makes, and was not trained on data whose
+    terms forbid it (us-abdominal is internal evaluation only)."""
+    from pathlib import Path
+
+    from napari_medai.retrieval import domain
+
+    doc = json.loads(Path(domain.__file__).with_name(domain.MODALITY_MODEL).read_text())
+    assert doc["features"] == list(domain.STATS_NAMES) and doc["classes"] == list(domain.MODALITIES)
+    stats = domain.image_stats(domain.thumbnail(np.zeros((64, 64), np.float32)))
+    assert stats.shape == (len(domain.STATS_NAMES),)
+    assert np.asarray(doc["classifier"]["mean"]).shape == (len(domain.STATS_NAMES),)
+    assert "us-abdominal" not in doc["data_terms"] and "share-alike" in doc["data_terms"]
+    from napari_medai.steatosis.core import MIN_ULTRASOUND
+
+    p = domain.image_modality(_bmode())  # a packaged Byra frame
+    assert p["ultrasound"] == max(p.values()) and p["ultrasound"] >= MIN_ULTRASOUND, p
+    for z in (15, 20, 25):  # 8-bit exports of CT slices: not ultrasound for grading
+        p = domain.image_modality(_ct_slice_8bit(z))
+        assert p["ultrasound"] < MIN_ULTRASOUND, (z, p)
 
 
 def test_modality_check_weights_are_sha256_verified(monkeypatch):

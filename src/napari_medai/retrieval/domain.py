@@ -4,16 +4,23 @@ Computed from the library when it is first needed (``CaseLibrary.calibration``: 
 the save after a build), stored in the library file, and recomputed when cases are added or removed:
 
 1. **Modality.** ``image_stats`` (34 statistics of the prepared image's 96-px thumbnail, the one the
-   library stores for every case: intensity histogram, background, and the shape, texture and
-   intensities of the largest foreground object) go through a shipped modality classifier
-   (``modality.json``: multinomial logistic regression over brain MRI, CT, ultrasound, noise, photo,
-   trained by ``training/retrieval/modality.py`` on shared data). The library's modality is the one most
-   of its cases are predicted to be; a query whose probability of that modality is below
+   library stores for every case: intensity histogram, background, and the shape, texture,
+   intensities and edges of the largest foreground object and what lies around it) go through a shipped
+   modality classifier (``modality.json``: multinomial logistic regression over brain MRI, CT,
+   ultrasound, noise, photo, trained by ``training/retrieval/modality.py`` on data whose terms allow
+   shipped weights and on simulated B-mode; it carries LiTS's share-alike terms). The library's
+   modality is the one most of its cases are predicted to be; a query whose probability of that modality is below
    ``min(0.5, 1st percentile of the library's own cases)`` is out of domain.
 2. **Descriptor distance.** Leave-one-out nearest-neighbour distances of the library's descriptors (up
    to ``MAX_CALIBRATION`` cases). A hit is ``close`` when its distance is within their 99th percentile;
    a query whose nearest hit lies beyond ``FAR_MARGIN`` times that is out of domain (a backstop: with
    the shipped embedder, CT and ultrasound land as near as other brain-MRI sources, docs/retrieval.md).
+
+3. **CT values in HU** (checked on the query's raw values, before preparation, which normalises them
+   away): a query whose pixels hold air in HU (at least ``HU_AIR_SHARE`` of them at or below ``HU_AIR``
+   = -500; air is -1000 HU, MRI magnitude and pictures are never negative) is out of domain for a
+   library whose cases did not (``DomainCalibration.hu_share``, recorded when the cases were added;
+   libraries saved before that fall back on the library's modality: HU is accepted by a CT library).
 
 A blank (constant) query is always out of domain. The distance thresholds are relative to the
 library's own spread, never absolute, so they follow whatever embedder built the library.
@@ -28,23 +35,27 @@ from typing import Optional
 
 import numpy as np
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: hu_share and the retrained modality classifier
 MIN_CASES = 10  # fewer cases: no calibration (every hit close, only the blank check)
 MAX_CALIBRATION = 4000  # leave-one-out queries / thumbnails used at most (a seeded sample beyond)
 CLOSE_QUANTILE, CLOSE_MARGIN = 0.99, 1.0
 FAR_QUANTILE, FAR_MARGIN = 0.99, 3.5  # a backstop: other-source brain MRI reaches 3.0x (docs/retrieval.md)
 MODALITY_QUANTILE, MODALITY_FLOOR = 0.01, 0.5
+HU_AIR, HU_AIR_SHARE = -500.0, 0.05  # a plane with >= 5 % of its values <= -500 holds CT air in HU
 THUMB = 96
 MODALITIES = ("mri", "ct", "ultrasound", "noise", "photo")
 MODALITY_MODEL = "modality.json"  # beside this module; trained by training/retrieval/modality.py
 # Verified like every shipped weights file; update together with modality.json when it is retrained.
-MODALITY_SHA256 = "63d8e919f2c41a2e88219255b489b8fa3391e628b0b3a72fd44f1a4ac6ad1bad"
+MODALITY_SHA256 = "ed9ef8fcb22c17fcc82d8b20e5fc14f6e76b51f70ac1d0f270bbfbbe3180fafb"
 STATS_NAMES = (
     [f"hist{i}" for i in range(8)]
     + ["border_mean", "dark_share", "fg_area", "fg_fill", "fg_aspect", "fg_top", "fg_bottom", "n_components",
        "texture", "mirror_corr", "fg_cy", "fg_cx", "fg_mean"]
     + ["box_top", "box_bottom", "box_left", "box_right", "box_texture", "box_holes", "box_q0", "box_q1", "box_q2",
        "box_q3", "box_mirror"]
+    # since calibration version 2: how straight the object's sides are (an ultrasound sector's edges are
+    # lines, a head's or a body's are curves) and what lies outside it (a scanner's text and scales)
+    + ["edge_straight", "outside_bright"]
 )
 
 
@@ -55,14 +66,51 @@ def thumbnail(prepared: np.ndarray, size: int = THUMB) -> np.ndarray:
     return np.clip(resize_area(prepared, size) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+def hu_air_share(plane: np.ndarray) -> float:
+    """Share of a raw plane's finite values at or below ``HU_AIR`` (-500): air in a CT in Hounsfield
+    units is -1000; MRI magnitude images and pictures have none."""
+    a = np.asarray(plane)
+    if a.size == 0 or a.dtype.kind not in "if":  # unsigned and bool planes cannot hold HU air
+        return 0.0
+    a = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    return float((a <= HU_AIR).mean()) if a.size else 0.0
+
+
+def is_hu_like(plane: np.ndarray) -> bool:
+    """True when a raw plane looks like CT in HU (``hu_air_share`` at least ``HU_AIR_SHARE``)."""
+    return hu_air_share(plane) >= HU_AIR_SHARE
+
+
 def _corr_mirror(a: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), a[:, ::-1].ravel())[0, 1]) if a.std() > 1e-6 else 0.0
+
+
+def _edge_stats(big: np.ndarray, t: np.ndarray) -> list:
+    """How straight the left and right edges of the largest object ``big`` (a filled mask) in ``t`` are
+    (RMS residual of a line fit, relative to its height), and the share of bright pixels outside it."""
+    from scipy import ndimage as ndi
+
+    rows = np.nonzero(big.any(1))[0]
+    if len(rows) < 4:
+        return [1.0, 0.0]
+    sub = big[rows]
+    left = sub.argmax(1).astype(np.float64)
+    right = (sub.shape[1] - 1 - sub[:, ::-1].argmax(1)).astype(np.float64)
+    y = (rows - rows[0]) / max(1, rows[-1] - rows[0])
+    A = np.stack([y, np.ones_like(y)], 1)
+    straight = []
+    for edge in (left, right):
+        c, *_ = np.linalg.lstsq(A, edge, rcond=None)
+        straight.append(float(np.sqrt(np.mean((edge - A @ c) ** 2))) / float(len(rows)))
+    outside = ~ndi.binary_dilation(big, iterations=2)
+    bright = float((t[outside] > 0.3).mean()) if outside.any() else 0.0
+    return [float(np.mean(straight)), bright]
 
 
 def image_stats(thumb: np.ndarray) -> np.ndarray:
     """Statistics (``STATS_NAMES``) of a uint8 thumbnail of a prepared image: the intensity histogram,
     background, and the shape, texture and intensities of the largest foreground object (a head, a body,
-    an ultrasound sector) in its bounding box."""
+    an ultrasound sector) in its bounding box, how straight its sides are and what lies around it."""
     from scipy import ndimage as ndi
 
     t = np.asarray(thumb, np.float32) / 255.0
@@ -74,7 +122,7 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
     fg = ndi.binary_opening(ndi.uniform_filter(t, 3) > 0.1, iterations=1)
     lab, k = ndi.label(fg)
     if k == 0:  # nothing but background
-        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 10), np.float64)
+        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 12) + [1.0, 0.0], np.float64)
     sizes = ndi.sum(fg, lab, range(1, k + 1))
     big = ndi.binary_fill_holes(lab == (1 + int(np.argmax(sizes))))
     ys, xs = np.nonzero(big)
@@ -99,6 +147,7 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
         float(inside.mean()),
         brows[:ry].mean() / brows.max(), brows[-ry:].mean() / brows.max(), bcols[:rx].mean() / bcols.max(),
         bcols[-rx:].mean() / bcols.max(), box_texture, float((box[mask] < 0.05).mean()), *qhist, _corr_mirror(box),
+        *_edge_stats(big, t),
     ], np.float64)
 
 
@@ -190,6 +239,7 @@ class DomainCalibration:
     modality: Optional[str] = None  # the modality most of the library's cases are predicted to be
     modality_share: Optional[float] = None  # ... and the share of cases predicted so
     modality_floor: Optional[float] = None  # a query with P(modality) below this is out of domain
+    hu_share: Optional[float] = None  # share of the cases whose raw plane held CT air in HU (None: unknown)
     version: int = CALIBRATION_VERSION
 
     @property
@@ -220,11 +270,16 @@ def calibrate(
     search: Callable[[np.ndarray, int], tuple],
     thumbnails: list,
     seed: int = 0,
+    hu_flags: Optional[list] = None,
 ) -> DomainCalibration:
     """Calibration from a library's live cases: ``search(vectors, k) -> (distances, ids)``;
-    ``thumbnails``: uint8 arrays (or None where a case has none), aligned with ``ids``."""
+    ``thumbnails``: uint8 arrays (or None where a case has none), aligned with ``ids``; ``hu_flags``:
+    whether each case's raw plane was HU-like (``is_hu_like``; None where unknown)."""
     n = len(ids)
     cal = DomainCalibration(embedder_sha256, int(n))
+    known = [bool(f) for f in (hu_flags or []) if f is not None]
+    if known:
+        cal.hu_share = float(np.mean(known))
     if n < MIN_CASES:
         return cal
     rng = np.random.default_rng(seed)
@@ -250,8 +305,18 @@ def calibrate(
     return cal
 
 
-def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[np.ndarray], blank: bool) -> tuple:
-    """(out_of_domain, reasons, close flags per hit) for a query's hit distances (nearest first)."""
+def library_takes_hu(cal: DomainCalibration) -> Optional[bool]:
+    """Whether a library's cases were CT in HU: from the recorded share, else from its modality (files
+    saved before the share was recorded); None when neither is known."""
+    if cal.hu_share is not None:
+        return cal.hu_share >= 0.5
+    return None if cal.modality is None else cal.modality == "ct"
+
+
+def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[np.ndarray], blank: bool,
+            hu_share: Optional[float] = None) -> tuple:
+    """(out_of_domain, reasons, close flags per hit) for a query's hit distances (nearest first);
+    ``hu_share``: the query's raw ``hu_air_share`` (None: not known, e.g. a descriptor query)."""
     reasons = []
     if blank:
         reasons.append("the query image is blank (constant): nothing to compare")
@@ -271,6 +336,10 @@ def verdict(cal: Optional[DomainCalibration], distances: list, stats: Optional[n
                          else f"is not clearly {_NAMES[guess]}")
                 reasons.append(f"the image {looks}, the library holds {_NAMES[cal.modality]} "
                                f"(P({cal.modality}) {p[0, k]:.2f}, below the library's own {cal.modality_floor:.2f})")
+    if hu_share is not None and hu_share >= HU_AIR_SHARE and library_takes_hu(cal) is False:
+        held = _NAMES[cal.modality] if cal.modality not in (None, "ct") else "cases that were not CT in HU"
+        reasons.append(f"the image holds CT values in HU (air at -1000: {hu_share:.0%} of its pixels at or below "
+                       f"{HU_AIR:.0f}), the library holds {held}; query it with a library of CT cases")
     return bool(reasons), reasons, close
 
 

@@ -16,14 +16,17 @@ Search: exact (faiss ``IndexFlatL2``, or numpy when faiss is missing) by default
 Domain: ``query`` returns a :class:`QueryResult` (a list of hits) that says whether the query is
 ``out_of_domain`` and marks each hit ``close``, against a calibration computed from the library itself
 (:class:`DomainCalibration`: leave-one-out nearest-neighbour distances of its descriptors, and the
-spread of simple image statistics of its thumbnails). It is stored in the file (meta key
-``domain_calibration``); files saved before it existed are calibrated when first queried.
+spread of simple image statistics of its thumbnails, and whether its cases' raw planes were CT in HU,
+meta key ``hu_cases``). It is stored in the file (meta key ``domain_calibration``); files saved before
+it existed, or with an older calibration version, are calibrated when first queried. The query's raw
+plane is checked for CT values in HU before the embedder normalises them away.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sqlite3
 from collections import Counter
@@ -310,6 +313,8 @@ def _now() -> str:
 # --------------------------------------------------------------------------------------------
 def embed_planes(embedder: Embedder, items) -> tuple[np.ndarray, list[dict]]:
     """Descriptors and case records for ``(CaseEntry, slice, plane)`` items."""
+    from .domain import is_hu_like
+
     prepared = np.stack([embedder.prepare(p) for _, _, p in items])
     vecs = embedder.embed_prepared(prepared).astype(np.float32)
     metas = [
@@ -320,8 +325,9 @@ def embed_planes(embedder: Embedder, items) -> tuple[np.ndarray, list[dict]]:
             "slice": sl,
             "roi": e.roi,
             "thumbnail": _thumbnail_png(prep),
+            "hu": is_hu_like(plane),  # the raw plane held CT air in HU (kept apart from the case record)
         }
-        for (e, sl, _), prep in zip(items, prepared)
+        for (e, sl, plane), prep in zip(items, prepared)
     ]
     return vecs, metas
 
@@ -366,6 +372,7 @@ class CaseLibrary:
         self._index_used: Optional[str] = None
         self._index_n = 0  # number of positions in the index
         self._calibration = None  # DomainCalibration, computed on demand, dropped when the cases change
+        self._hu: dict[int, bool] = {}  # case id -> its raw plane was CT in HU (unknown for older files)
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -480,6 +487,10 @@ class CaseLibrary:
         self._next_id += len(metas)
         added = _now()
         for cid, meta in zip(ids, metas):
+            meta = dict(meta)
+            hu = meta.pop("hu", None)
+            if hu is not None:
+                self._hu[cid] = bool(hu)
             self._meta[cid] = {**meta, "added": added}
         self._append_vectors(np.asarray(vectors, np.float32), np.asarray(ids, np.int64))
         return ids
@@ -514,6 +525,7 @@ class CaseLibrary:
         self._calibration = None
         for c in ids:
             self._meta.pop(c, None)
+            self._hu.pop(c, None)
         n_dead = int((~self._alive).sum())
         # HNSW keeps tombstones (rebuilding a big graph is slow), skipped at search time; it is
         # rebuilt once a fifth of it is dead. The other indexes compact at once.
@@ -676,6 +688,10 @@ class CaseLibrary:
         return dists, case_ids
 
     def _prepare_query(self, image: Any, roi: Any, slice_index: Optional[int]) -> np.ndarray:
+        return self.embedder.prepare(self._query_plane(image, roi, slice_index))
+
+    def _query_plane(self, image: Any, roi: Any, slice_index: Optional[int]) -> np.ndarray:
+        """The query's raw 2-D plane (as loaded, ROI cropped), before the embedder prepares it."""
         rgb = False
         if isinstance(image, (str, os.PathLike)):
             from ..io.readers import load_image
@@ -683,8 +699,7 @@ class CaseLibrary:
             img = load_image(image)
             image, rgb = img.data, img.rgb
         planes = select_planes(np.asarray(image), rgb, slice_index, "middle")
-        plane = crop_roi(planes[0][1], parse_roi(roi))
-        return self.embedder.prepare(plane)
+        return crop_roi(planes[0][1], parse_roi(roi))
 
     def embed_query(self, image: Any, *, roi: Any = None, slice_index: Optional[int] = None) -> np.ndarray:
         """Descriptor of a query: a 2D array, a volume (with slice_index, default the middle slice),
@@ -696,17 +711,20 @@ class CaseLibrary:
         whether the query is out of the library's domain and marks each hit ``close``."""
         if len(self) == 0:
             raise MedaiError("the library is empty; add cases before querying")
-        from .domain import image_stats, thumbnail
+        from .domain import hu_air_share, image_stats, thumbnail
 
-        prepared = self._prepare_query(image, roi, slice_index)
+        plane = self._query_plane(image, roi, slice_index)
+        prepared = self.embedder.prepare(plane)
         vec = self.embedder.embed_prepared(prepared[None])[0]
         blank = float(prepared.max() - prepared.min()) < 1e-6
-        return self.query_vector(vec, k, stats=image_stats(thumbnail(prepared, THUMB_SIZE)), blank=blank)
+        return self.query_vector(vec, k, stats=image_stats(thumbnail(prepared, THUMB_SIZE)), blank=blank,
+                                 hu_share=hu_air_share(plane))
 
     def query_vector(self, vec: np.ndarray, k: int = 10, *, stats: Optional[np.ndarray] = None,
-                     blank: bool = False) -> QueryResult:
+                     blank: bool = False, hu_share: Optional[float] = None) -> QueryResult:
         """Hits for a descriptor; the domain verdict uses the distances (and ``stats``, the query's
-        :func:`~napari_medai.retrieval.domain.image_stats`, when given)."""
+        :func:`~napari_medai.retrieval.domain.image_stats`, and ``hu_share``, its raw
+        :func:`~napari_medai.retrieval.domain.hu_air_share`, when given)."""
         from .domain import verdict
 
         dists, case_ids = self.search_vectors(vec[None] if vec.ndim == 1 else vec, k)
@@ -720,7 +738,7 @@ class CaseLibrary:
                     m["thumbnail"])
             )
         cal = self.calibration
-        ood, reasons, close = verdict(cal, [h.distance for h in hits], stats, blank)
+        ood, reasons, close = verdict(cal, [h.distance for h in hits], stats, blank, hu_share)
         for h, c in zip(hits, close):
             h.close = bool(c)
         if not cal.calibrated:
@@ -743,7 +761,8 @@ class CaseLibrary:
 
         ids, vecs = self.vectors()
         thumbs = [_decode_png(self._meta[int(c)].get("thumbnail")) for c in ids]
-        return calibrate(self.embedder.sha256, ids, vecs, self.search_vectors, thumbs)
+        hu = [self._hu.get(int(c)) for c in ids]
+        return calibrate(self.embedder.sha256, ids, vecs, self.search_vectors, thumbs, hu_flags=hu)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -777,6 +796,9 @@ class CaseLibrary:
                     "hnsw_threshold": str(self.hnsw_threshold),
                     "napari_medai_version": str(version),
                     "domain_calibration": self.calibration.to_json(),
+                    # which cases' raw planes were CT in HU (ids by flag; cases not listed: unknown)
+                    "hu_cases": json.dumps({"1": sorted(c for c, f in self._hu.items() if f and c in self._meta),
+                                            "0": sorted(c for c, f in self._hu.items() if not f and c in self._meta)}),
                 }
                 con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
                 ids, vecs = self.vectors()
@@ -849,6 +871,7 @@ class CaseLibrary:
             lib.created = meta.get("created", lib.created)
             lib._next_id = int(meta.get("next_id", 1))
             stored = meta.get("domain_calibration")
+            stored_hu = meta.get("hu_cases")
             rows = con.execute(
                 "SELECT case_id, label, path, patient_id, slice, roi, thumbnail, added, vector "
                 "FROM cases ORDER BY case_id"
@@ -871,6 +894,13 @@ class CaseLibrary:
                 "thumbnail": r[6],
                 "added": r[7],
             }
+        if stored_hu:  # files saved before it: unknown (the calibration falls back on the modality)
+            try:
+                flags = json.loads(stored_hu)
+                lib._hu = {int(c): flag == "1" for flag in ("0", "1") for c in flags.get(flag, [])
+                           if int(c) in lib._meta}
+            except (ValueError, TypeError, AttributeError):
+                lib._hu = {}
         lib._vectors, lib._ids, lib._alive = vecs, ids, np.ones(len(ids), bool)
         lib._next_id = max(lib._next_id, int(ids.max()) + 1 if len(ids) else 1)
         if stored:
