@@ -36,6 +36,10 @@ STAGE_ARCH = {
     "strides": [2, 2, 2],
     "num_res_units": 2,
 }
+# How the shipped card runs the stage (attach_tumour_stage writes them): chosen on the LiTS CV (the union,
+# and min_lesion_mm nested: each fold's choice on the other three folds was 10 mm) and on validation CTs (the
+# HU reference: the non-contrast fatty-liver CT went from 1670 ml of false tumour to 29 ml); docs/segmentation.md
+STAGE_INFERENCE = {"region": "union", "min_liver_contact": 0.5, "min_lesion_mm": 10.0}
 STAGE_DEFAULTS = {
     "pixel_mm": 1.0,
     "context_mm": 2.0,  # LiTS neighbours are 2 slices away, about 2 mm at LiTS's typical slice spacing
@@ -119,6 +123,18 @@ def _sample_batch(d: dict, rows: np.ndarray, weights: np.ndarray, batch: int, pa
             xb[b, c] = d["x"][j][sl]
         yb[b, 0] = lab[sl]
     return torch.from_numpy(xb), torch.from_numpy(yb)
+
+
+def liver_hu_reference(d: dict, rows: np.ndarray) -> float:
+    """Median over the training patients of each one's median liver HU (label 1; the slices' [0, 1] values
+    are the [-40, 160] HU window): the level :func:`refine_tumour` shifts a volume's organ to."""
+    medians = []
+    for v in np.unique(d["vol"][rows]):
+        sel = rows[d["vol"][rows] == v]
+        values = d["x"][sel][d["y"][sel] == 1]
+        if values.size:
+            medians.append(float(np.median(values)) * 200.0 - 40.0)
+    return round(float(np.median(medians)), 1) if medians else 92.0
 
 
 # ------------------------------------------------------------------------------------ training
@@ -227,7 +243,8 @@ def train_tumour_stage(
     with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
         save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     res = {"config": config, "fold": fold, "val_volumes": [int(v) for v in val_ids], "iterations": it,
-           "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None}
+           "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+           "liver_hu_reference": liver_hu_reference(d, train_rows)}
     (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 
@@ -390,9 +407,13 @@ def attach_tumour_stage(model, stage_dir, dest, *, version: Optional[str] = None
     doc["version"] = version or doc.get("version", "dev")
     doc["input_spec"] = {**doc.get("input_spec", {}), "tumour_stage": {
         "arch_params": STAGE_ARCH, "pixel_mm": cfg["pixel_mm"], "context_mm": cfg["context_mm"],
-        "margin_mm": cfg["margin_mm"],
+        "margin_mm": cfg["margin_mm"], **STAGE_INFERENCE,
+        "liver_hu_reference": result.get("liver_hu_reference", 92.0),
         "what": "inside the organ's bounding box (+ margin), each axial slice and its neighbours context_mm above "
-                "and below at pixel_mm: liver vs tumour again (tumour where p(tumour) > p(liver))"}}
+                "and below at pixel_mm, shifted so the organ's median is liver_hu_reference: liver vs tumour again "
+                "(tumour where p(tumour) > p(liver)); lesions it finds that touch the organ join it (region union) "
+                "unless their surface is less than min_liver_contact liver; lesions narrower than min_lesion_mm "
+                "are dropped"}}
     doc["architecture"] = (doc.get("architecture", "").split(" + high-resolution")[0]
                            + " + high-resolution 2.5-D tumour stage")
     doc.setdefault("training", {})["stage"] = cfg
