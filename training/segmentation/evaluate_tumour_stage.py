@@ -37,6 +37,7 @@ from napari_medai.segmentation.tumour_stage import (
     STAGE_ARCH,
     STAGE_DEFAULTS,
     combine_stage,
+    hu_shift,
     load_stage_slices,
     stage_maps,
 )
@@ -84,6 +85,18 @@ def pooled_dice(items: list, name: str, grid: str = "") -> float:
     inter = sum(i[f"{name}_inter{grid}"] for i in items)
     total = sum(i[f"{name}_sum{grid}"] for i in items)
     return 2.0 * inter / total if total else 1.0
+
+
+def pooled_all_patients(report: dict) -> dict:
+    """Dice pooled over every held-out slice of all folds (beside the fold means), per variant."""
+    out = {}
+    names = next(iter(report["per_patient"].values())).keys()
+    for name in names:
+        items = [p[name] for p in report["per_patient"].values()]
+        out[name] = {"tumour_dice_128": round(pooled_dice(items, "tumour", "128"), 4),
+                     "tumour_dice_512": round(pooled_dice(items, "tumour"), 4),
+                     "liver_dice_128": round(pooled_dice(items, "liver", "128"), 4)}
+    return out
 
 
 def choose_min_lesion(patients: list, family: str = "union") -> float:
@@ -136,9 +149,9 @@ def main():
             spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
             maps = {key: stage_maps(stage, x512, lab >= 1, spacing, STAGE_SPEC) for key, lab in starts.items()}
             # liver_hu_reference: the input shifted so the organ's median is the training livers' median
-            hu = x512 * 200.0 - 40.0
-            shifted = np.clip((hu + LIVER_HU_REFERENCE - np.median(hu[starts["organ"] >= 1]) + 40.0) / 200.0, 0, 1)
-            maps["organ_ref"] = stage_maps(stage, shifted.astype(np.float32), starts["organ"] >= 1, spacing, STAGE_SPEC)
+            hu, organ_mask = x512 * 200.0 - 40.0, starts["organ"] >= 1
+            shifted = (hu, hu_shift(hu, organ_mask, LIVER_HU_REFERENCE), (-40.0, 160.0))
+            maps["organ_ref"] = stage_maps(stage, x512, organ_mask, spacing, STAGE_SPEC, shifted=shifted)
             starts["organ_ref"] = starts["organ"]
             for name, (start_from, rule, min_mm) in variants.items():
                 spec = {**STAGE_SPEC, "region": rule, "min_lesion_mm": min_mm}
@@ -182,6 +195,7 @@ def main():
         summary[f"{name}_lesions_pooled"] = {
             **tot, "detected_share_10mm": round(tot["detected_10mm"] / max(1, tot["lesions_10mm"]), 4),
             "false_per_patient": round(tot["false"] / max(1, patients), 2), "patients": patients}
+    summary["pooled_all_patients"] = pooled_all_patients(report)
     report["summary"] = summary
     report["note"] = __doc__.split("\n\n")[2].strip().replace("\n", " ")
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

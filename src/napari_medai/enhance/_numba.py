@@ -12,8 +12,8 @@ Threads: the kernels are serial, GIL-free numba functions; the driver cuts each 
 per thread and runs them on a small thread pool of this module's own. numba's threading layer
 (``parallel=True``) is not used, so nothing process-wide is chosen or started: the layer, its thread
 count and ``OMP_*`` settings stay as the user (or napari, or another plugin) set them. The number of
-threads is numba's: ``NUMBA_NUM_THREADS``, or the calling thread's ``numba.set_num_threads`` when the
-caller has started numba's layer (that setting is thread-local in numba).
+threads is read from numba and never set here: ``NUMBA_NUM_THREADS``, or the calling thread's own numba
+thread count when the caller has started numba's layer (numba keeps that count per thread).
 """
 
 from __future__ import annotations
@@ -324,9 +324,9 @@ _POOL_LOCK = threading.Lock()
 
 
 def n_threads() -> int:
-    """Threads CLAHE uses: numba's setting for the calling thread (``numba.set_num_threads`` is
-    thread-local) once the caller has started numba's threading layer, else ``NUMBA_NUM_THREADS``.
-    Reading it starts nothing."""
+    """Threads CLAHE uses, read and never set: numba's count for the calling thread (numba keeps it per
+    thread) once the caller has started numba's threading layer, else ``NUMBA_NUM_THREADS``. Reading it
+    starts nothing."""
     try:
         from numba.np.ufunc import parallel as _parallel
 

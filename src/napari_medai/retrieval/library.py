@@ -668,7 +668,7 @@ class CaseLibrary:
             o = np.argsort(dsel, axis=1, kind="stable")
             pos, dsel = np.take_along_axis(pos, o, 1), np.take_along_axis(dsel, o, 1)
         else:
-            # faiss's OpenMP thread count is left as the caller set it (faiss.omp_set_num_threads)
+            # faiss's OpenMP thread count is read, never set here: the process keeps the one it has
             if params is not None:
                 dsel, pos = index.search(q, kk, params=params)
             else:

@@ -358,12 +358,9 @@ def is_slice_folder(folder) -> bool:
     return bool(head) and {"volume", "image", "mask"} <= set(head[0].split(","))
 
 
-def load_slice_folder(folder, size: int = 128) -> dict:
-    """X (N, size, size) float32 in [0, 1] (green channel / 255, block mean), y (N, size, size) uint8
-    (centre sample), vol (N,) patient ids, mask (N,) mask paths; ``size`` must divide the slice size."""
+def slice_rows(folder) -> tuple[Path, list]:
+    """(folder, rows of its index.csv as dicts) of a LiTS slice folder; refuses anything else."""
     import csv
-
-    from PIL import Image
 
     folder = Path(folder).expanduser()
     if not is_slice_folder(folder):
@@ -372,11 +369,27 @@ def load_slice_folder(folder, size: int = 128) -> dict:
         )
     with open(folder / "index.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    if len(rows) < 2:
+        raise MedaiError(f"{folder}/index.csv lists {len(rows)} slice(s); at least 2 are needed")
+    return folder, rows
+
+
+def read_slice(folder: Path, row: dict) -> tuple:
+    """(image float32 in [0, 1]: the JPEG's green channel, i.e. the [-40, 160] HU window; mask uint8) of one row."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(folder / row["image"]))
+    img = (img[..., 1] if img.ndim == 3 else img).astype(np.float32) / 255.0
+    return img, np.asarray(Image.open(folder / row["mask"])).astype(np.uint8)
+
+
+def load_slice_folder(folder, size: int = 128) -> dict:
+    """X (N, size, size) float32 in [0, 1] (green channel / 255, block mean), y (N, size, size) uint8
+    (centre sample), vol (N,) patient ids, mask (N,) mask paths; ``size`` must divide the slice size."""
+    folder, rows = slice_rows(folder)
     xs, ys, vols, masks = [], [], [], []
     for row in rows:
-        img = np.asarray(Image.open(folder / row["image"]))
-        img = (img[..., 1] if img.ndim == 3 else img).astype(np.float32) / 255.0
-        mask = np.asarray(Image.open(folder / row["mask"]))
+        img, mask = read_slice(folder, row)
         n = img.shape[0]
         if img.shape != (n, n) or mask.shape != img.shape or n % size:
             raise MedaiError(
@@ -384,11 +397,9 @@ def load_slice_folder(folder, size: int = 128) -> dict:
             )
         f = n // size
         xs.append(img.reshape(size, f, size, f).mean(axis=(1, 3)))
-        ys.append(mask[f // 2 :: f, f // 2 :: f].astype(np.uint8))
+        ys.append(mask[f // 2 :: f, f // 2 :: f])
         vols.append(int(row["volume"]))
         masks.append(row["mask"])
-    if len(xs) < 2:
-        raise MedaiError(f"{folder}/index.csv lists {len(xs)} slice(s); at least 2 are needed")
     return {"x": np.stack(xs).astype(np.float32), "y": np.stack(ys), "vol": np.array(vols), "mask": np.array(masks)}
 
 
@@ -396,6 +407,72 @@ def patient_folds(vol: np.ndarray, k: int) -> list:
     """Patient-grouped folds, fixed by seed 0 (the project's LiTS cross-validation)."""
     ids = np.random.default_rng(0).permutation(np.unique(vol))
     return [ids[i::k] for i in range(k)]
+
+
+def run_training_loop(net, opt, g, config: dict, out: Path, *, iterations: int, lr: float,
+                      next_batch: Callable[[], tuple], loss_fn, name: str, resume: bool, checkpoint_every: int,
+                      progress: Progress, should_stop: ShouldStop, log: Callable[[str], None]) -> tuple:
+    """The slice trainers' loop (cascade networks and the tumour stage): AdamW steps on ``next_batch()``
+    (x, y) with 50 warm-up steps and cosine decay over ``iterations``; ``out/checkpoint_last.pt`` every
+    ``checkpoint_every`` steps and at the end, holding the model, optimiser, ``g``'s random state and
+    ``config``; ``resume=True`` continues from it (refused when ``config`` differs), so a resumed run equals
+    an uninterrupted one. Returns (iterations done, losses, seconds)."""
+    import torch
+
+    from ..io.writers import atomic_output
+
+    it, losses, seconds = 0, [], 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint_last.pt"
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+        if json.loads(ckpt["config"]) != config:
+            raise MedaiError(
+                f"{ckpt_path} was written with other settings ({ckpt['config']}); resume with the same options"
+            )
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        it, losses, seconds = int(ckpt["iteration"]), json.loads(ckpt["losses"]), float(ckpt["seconds"])
+        log(f"{name}: resumed at iteration {it} of {iterations}")
+
+    def save_checkpoint():
+        state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
+                 "iteration": it, "losses": json.dumps(losses), "seconds": seconds, "config": json.dumps(config)}
+        with atomic_output(ckpt_path, ".pt") as tmp:
+            torch.save(state, str(tmp))
+
+    t0 = time.perf_counter() - seconds
+    while it < iterations:
+        check_stop(should_stop)
+        lr_now = lr * min(1.0, (it + 1) / 50) * 0.5 * (1 + math.cos(math.pi * it / iterations))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        xb, yb = next_batch()
+        net.train()
+        loss = loss_fn(net(xb), yb.round().long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        it += 1
+        seconds = time.perf_counter() - t0
+        progress(it, iterations)
+        if it % 100 == 0:
+            log(f"{name}: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
+        if it % max(1, checkpoint_every) == 0 or it == iterations:
+            save_checkpoint()
+    return it, losses, seconds
+
+
+def save_weights(net, path: Path) -> None:
+    """The network's state dict as safetensors (CPU, contiguous), written atomically."""
+    from safetensors.torch import save_file
+
+    from ..io.writers import atomic_output
+
+    with atomic_output(path, ".safetensors") as tmp:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
 
 
 def train_slice_network(
@@ -429,10 +506,8 @@ def train_slice_network(
     to start from (fine-tuning)."""
     import torch
     from monai.losses import DiceCELoss
-    from safetensors.torch import save_file
 
     from ..augment import ct_slices
-    from ..io.writers import atomic_output
     from .metrics import dice
     from .networks import build_network
 
@@ -489,57 +564,14 @@ def train_slice_network(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(fold + 1 + seed)
     aug = ct_slices(zoom=zoom, crop_prob=crop_prob)
-    it, losses, seconds = 0, [], 0.0
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint_last.pt"
-    if resume and ckpt_path.is_file():
-        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-        if json.loads(ckpt["config"]) != config:
-            raise MedaiError(
-                f"{ckpt_path} was written with other settings ({ckpt['config']}); resume with the same options"
-            )
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
-        it, losses, seconds = int(ckpt["iteration"]), json.loads(ckpt["losses"]), float(ckpt["seconds"])
-        log(f"{recipe}: resumed at iteration {it} of {iterations}")
-
-    def save_checkpoint():
-        with atomic_output(ckpt_path, ".pt") as tmp:
-            torch.save(
-                {
-                    "model": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "generator": g.get_state(),
-                    "iteration": it,
-                    "losses": json.dumps(losses),
-                    "seconds": seconds,
-                    "config": json.dumps(config),
-                },
-                str(tmp),
-            )
-
-    t0 = time.perf_counter() - seconds
-    while it < iterations:
-        check_stop(should_stop)
-        lr_now = lr * min(1.0, (it + 1) / 50) * 0.5 * (1 + math.cos(math.pi * it / iterations))
-        for group in opt.param_groups:
-            group["lr"] = lr_now
+    def next_batch():
         idx = torch.multinomial(w, batch_size, replacement=True, generator=g)
-        xb, yb = aug(xt[idx], yt[idx], g)
-        net.train()
-        loss = loss_fn(net(xb), yb.round().long())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.item()))
-        it += 1
-        seconds = time.perf_counter() - t0
-        progress(it, iterations)
-        if it % 100 == 0:
-            log(f"{recipe}: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
-        if it % max(1, checkpoint_every) == 0 or it == iterations:
-            save_checkpoint()
+        return aug(xt[idx], yt[idx], g)
+
+    it, losses, seconds = run_training_loop(
+        net, opt, g, config, out, iterations=iterations, lr=lr, next_batch=next_batch, loss_fn=loss_fn,
+        name=recipe, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+        should_stop=should_stop, log=log)
     res = {
         "config": config,
         "fold": fold,
@@ -565,8 +597,7 @@ def train_slice_network(
             }
             for v in val_ids
         }
-    with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
-        save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    save_weights(net, out / "weights.safetensors")
     (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / "log.json").write_text(
         json.dumps(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -58,24 +57,15 @@ def load_stage_slices(folder, pixel_mm: float) -> dict:
     """LiTS slices at ``pixel_mm`` (assuming ``LITS_PIXEL_MM`` per source pixel): ``x`` (N, n, n) float32
     in [0, 1] (green channel = [-40, 160] HU), ``y`` (N, n, n) uint8 labels, ``vol`` and ``slice`` ids,
     ``prev`` / ``next`` row indices of the neighbouring slices in the folder (the row itself when none)."""
-    import csv
-
     import torch
     import torch.nn.functional as F
-    from PIL import Image
 
-    from .train import is_slice_folder
+    from .train import read_slice, slice_rows
 
-    folder = Path(folder).expanduser()
-    if not is_slice_folder(folder):
-        raise MedaiError(f"{folder} has no index.csv with volume,image,mask columns; give ct/lits-slices-2d")
-    with open(folder / "index.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    folder, rows = slice_rows(folder)
     xs, ys = [], []
     for row in rows:
-        img = np.asarray(Image.open(folder / row["image"]))
-        img = (img[..., 1] if img.ndim == 3 else img).astype(np.float32) / 255.0
-        mask = np.asarray(Image.open(folder / row["mask"])).astype(np.uint8)
+        img, mask = read_slice(folder, row)
         n = max(16, int(round(img.shape[0] * LITS_PIXEL_MM / pixel_mm)))
         t = torch.from_numpy(img)[None, None]
         x = F.interpolate(t, size=(n, n), mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
@@ -162,12 +152,10 @@ def train_tumour_stage(
     (``resume=True`` continues from it with the random state)."""
     import torch
     from monai.losses import DiceCELoss
-    from safetensors.torch import save_file
 
     from ..augment import ct_slices
-    from ..io.writers import atomic_output
     from .networks import build_network
-    from .train import patient_folds
+    from .train import patient_folds, run_training_loop, save_weights
 
     progress, should_stop = callbacks(progress, should_stop)
     log = log or (lambda message: None)
@@ -200,48 +188,13 @@ def train_tumour_stage(
                          weight=torch.tensor(cfg["class_weights"]))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(fold + 101 + seed)
-    it, losses, seconds = 0, [], 0.0
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint_last.pt"
-    if resume and ckpt_path.is_file():
-        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-        if json.loads(ckpt["config"]) != config:
-            raise MedaiError(f"{ckpt_path} was written with other settings; resume with the same options")
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
-        it, losses, seconds = int(ckpt["iteration"]), json.loads(ckpt["losses"]), float(ckpt["seconds"])
-        log(f"tumour-stage: resumed at iteration {it} of {iterations}")
-
-    def save_checkpoint():
-        with atomic_output(ckpt_path, ".pt") as tmp:
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
-                        "iteration": it, "losses": json.dumps(losses), "seconds": seconds,
-                        "config": json.dumps(config)}, str(tmp))
-
-    t0 = time.perf_counter() - seconds
-    while it < iterations:
-        check_stop(should_stop)
-        lr_now = lr * min(1.0, (it + 1) / 50) * 0.5 * (1 + math.cos(math.pi * it / iterations))
-        for group in opt.param_groups:
-            group["lr"] = lr_now
-        xb, yb = _sample_batch(d, train_rows, weights, batch_size, cfg["patch"], g, cfg["context_dropout"])
-        xb, yb = aug(xb, yb, g)
-        net.train()
-        loss = loss_fn(net(xb), yb.round().long())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.item()))
-        it += 1
-        seconds = time.perf_counter() - t0
-        progress(it, iterations)
-        if it % 100 == 0:
-            log(f"tumour-stage: it {it} t {seconds:.0f}s lr {lr_now:.2e} loss {np.mean(losses[-100:]):.4f}")
-        if it % max(1, checkpoint_every) == 0 or it == iterations:
-            save_checkpoint()
-    with atomic_output(out / "weights.safetensors", ".safetensors") as tmp:
-        save_file({k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    it, losses, seconds = run_training_loop(
+        net, opt, g, config, out, iterations=iterations, lr=lr,
+        next_batch=lambda: aug(*_sample_batch(d, train_rows, weights, batch_size, cfg["patch"], g,
+                                              cfg["context_dropout"]), g),
+        loss_fn=loss_fn, name="tumour-stage", resume=resume, checkpoint_every=checkpoint_every,
+        progress=progress, should_stop=should_stop, log=log)
+    save_weights(net, out / "weights.safetensors")
     res = {"config": config, "fold": fold, "val_volumes": [int(v) for v in val_ids], "iterations": it,
            "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
            "liver_hu_reference": liver_hu_reference(d, train_rows)}
@@ -281,22 +234,24 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     if not organ.any():
         return labels
     reference = spec.get("liver_hu_reference")
+    shifted = None
     if reference is not None and hu is not None and window is not None:
-        shift = float(reference) - float(np.median(hu[organ]))
-        lo, hi = (float(v) for v in window)
-        zs = np.nonzero(organ.any(axis=(1, 2)))[0]
-        data01 = data01.copy()
-        part = slice(max(0, zs.min() - 8), zs.max() + 9)  # the slices the stage reads (with context)
-        data01[part] = np.clip((hu[part].astype(np.float32) + shift - lo) / (hi - lo), 0.0, 1.0)
-    maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop)
+        shifted = (hu, hu_shift(hu, organ, float(reference)), tuple(float(v) for v in window))
+    maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop, shifted)
     return combine_stage(labels, maps, spacing, spec)
 
 
+def hu_shift(hu: np.ndarray, organ: np.ndarray, reference: float) -> float:
+    """HU to add so that the organ's median becomes ``reference`` (``liver_hu_reference``)."""
+    return float(reference) - float(np.median(hu[organ]))
+
+
 def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec: dict, device="cpu",
-               should_stop: Optional[ShouldStop] = None) -> tuple:
+               should_stop: Optional[ShouldStop] = None, shifted: Optional[tuple] = None) -> tuple:
     """Run the stage on the organ's slices: (box, split, lesion) with ``box`` the (z, y, x) slices of the
     organ's bounding box plus the margin, ``split`` p(tumour) > p(liver) and ``lesion`` the stage's
-    argmax is tumour, both boolean arrays of the box's shape."""
+    argmax is tumour, both boolean arrays of the box's shape. ``shifted`` = (HU volume, shift, window):
+    the stage's input is windowed from the shifted HU (only the slices it reads) instead of ``data01``."""
     import torch
     import torch.nn.functional as F
 
@@ -321,7 +276,13 @@ def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec:
     for start in range(0, len(zs), 8):
         check_stop(should_stop)
         batch_z = zs[start:start + 8]
-        stack = np.stack([data01[[max(0, z - k), z, min(nz - 1, z + k)], y0:y1, x0:x1] for z in batch_z])
+        planes = [[max(0, z - k), z, min(nz - 1, z + k)] for z in batch_z]
+        if shifted is None:
+            stack = np.stack([data01[p, y0:y1, x0:x1] for p in planes])
+        else:
+            hu, shift, (lo, hi) = shifted
+            stack = np.stack([(hu[p, y0:y1, x0:x1].astype(np.float32) + (shift - lo)) / (hi - lo) for p in planes])
+            stack = np.clip(stack, 0.0, 1.0)
         x = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=rh < ch or rw < cw)
         x = F.pad(x, (0, pw - rw, 0, ph - rh), mode="replicate")

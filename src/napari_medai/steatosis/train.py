@@ -59,8 +59,8 @@ def train_net(crops, grade, arch: str, arch_params: dict, preprocess: str = "raw
               x_input: Optional[np.ndarray] = None) -> dict:
     """Train a texture network; returns its state dict (float32 CPU tensors).
 
-    torch's thread count is the caller's (napari's process is shared): set ``OMP_NUM_THREADS`` or call
-    ``torch.set_num_threads`` in your own process to choose it.
+    torch's thread count is left as the process has it (napari's process is shared): choose it with
+    ``OMP_NUM_THREADS`` when you start your own training process.
     """
     return _train_net(crops, grade, arch, arch_params, preprocess, epochs, batch, lr, seed, should_stop, x_input)
 
