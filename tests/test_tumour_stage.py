@@ -80,3 +80,29 @@ def test_liver_hu_reference_makes_a_dark_liver_look_like_the_training_livers():
                             hu=hu, window=(-40, 160))
     assert dice(shifted == 2, lesion) > 0.9
     assert np.array_equal(data01, np.clip((hu + 40.0) / 200.0, 0.0, 1.0))  # the input is not modified
+
+
+def test_lesion_rules_drop_a_faint_lesion_and_keep_a_dark_one():
+    """The 1.5 lesion rules: a lesion 15 HU below the liver is dropped (contrast < 30 HU), one 100 HU below is
+    kept; the score rule drops a lesion the network is unsure of."""
+    from napari_medai.segmentation.tumour_stage import LesionRules, refine_tumour
+
+    _, labels, lesion = _volume()
+    z, y, x = np.mgrid[:20, :160, :180]
+    faint = ((y - 100) ** 2 + (x - 60) ** 2 < 8**2) & (z >= 8) & (z < 12)
+    hu = np.where(labels >= 1, 100.0, 300.0).astype(np.float32)
+    hu[lesion] = 0.0
+    hu[faint] = 85.0
+    data01 = np.where(lesion | faint, 0.2, np.clip((hu + 40.0) / 200.0, 0.0, 1.0)).astype(np.float32)
+    spec = {"pixel_mm": 0.8, "margin_mm": 5.0, "min_lesion_mm": 7.0}
+    both = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), spec, hu=hu, window=(-40, 160))
+    assert both[faint].mean() > 1.9 and both[lesion].mean() > 1.9  # without the contrast rule: two lesions
+    ruled = refine_tumour(DarkIsTumour(), data01, labels, (2.0, 0.8, 0.8), {**spec, "min_lesion_contrast_hu": 30.0},
+                          hu=hu, window=(-40, 160))
+    assert (ruled[faint] == 1).all()  # 15 HU below the liver: liver
+    assert (ruled[lesion] == 2).mean() > 0.9
+    rules = LesionRules(min_mm=7.0, min_score=0.7, min_contrast_hu=30.0)
+    assert rules.keeps(12.0, 0.9, -45.0)  # brighter than the liver counts too (|contrast|)
+    assert not rules.keeps(12.0, 0.65, 60.0)
+    assert not rules.keeps(6.5, 0.9, 60.0)
+    assert rules.keeps(12.0, None, None)  # a rule without its array is not applied

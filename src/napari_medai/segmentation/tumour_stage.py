@@ -35,10 +35,12 @@ STAGE_ARCH = {
     "strides": [2, 2, 2],
     "num_res_units": 2,
 }
-# How the shipped card runs the stage (attach_tumour_stage writes them): chosen on the LiTS CV (the union,
-# and min_lesion_mm nested: each fold's choice on the other three folds was 10 mm) and on validation CTs (the
-# HU reference: the non-contrast fatty-liver CT went from 1670 ml of false tumour to 29 ml); docs/segmentation.md
-STAGE_INFERENCE = {"region": "union", "min_liver_contact": 0.5, "min_lesion_mm": 10.0}
+# How the shipped card runs the stage (attach_tumour_stage writes them): chosen on the LiTS CV (the union;
+# the lesion rules with nested selection, lesion_filter_cv.py: the final rule chosen on all 16 patients) and
+# on validation CTs (the HU reference: the non-contrast fatty-liver CT went from 1670 ml of false tumour to
+# 29 ml); docs/segmentation.md
+STAGE_INFERENCE = {"region": "union", "min_liver_contact": 0.5, "min_lesion_mm": 7.0, "min_lesion_score": 0.7,
+                   "min_lesion_contrast_hu": 30.0}
 STAGE_DEFAULTS = {
     "pixel_mm": 1.0,
     "context_mm": 2.0,  # LiTS neighbours are 2 slices away, about 2 mm at LiTS's typical slice spacing
@@ -225,7 +227,9 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     organ (LiTS CV fold 0: tumour Dice 0.06 inside the organ alone, 0.52 with the union); a joined lesion
     whose surface touches the liver on less than ``min_liver_contact`` of it (a mass next to the liver) is
     left out again. Lesions narrower than ``min_lesion_mm`` (equivalent diameter of their largest
-    cross-section) are dropped. With ``spec["liver_hu_reference"]`` and the HU volume ``hu`` + its
+    cross-section), with a mean p(tumour) under ``min_lesion_score`` or a mean HU within
+    ``min_lesion_contrast_hu`` of the liver's median are dropped (:class:`LesionRules`; the contrast rule
+    needs ``hu``). With ``spec["liver_hu_reference"]`` and the HU volume ``hu`` + its
     ``window``, the stage sees the volume shifted so that the organ's median HU is the reference (the
     median liver of its training patients): another contrast phase or a fatty liver then looks like the
     livers it learnt from, and lesions keep their contrast to the liver. Only slices that hold organ are
@@ -238,7 +242,7 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     if reference is not None and hu is not None and window is not None:
         shifted = (hu, hu_shift(hu, organ, float(reference)), tuple(float(v) for v in window))
     maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop, shifted)
-    return combine_stage(labels, maps, spacing, spec)
+    return combine_stage(labels, maps, spacing, spec, hu=hu)
 
 
 def hu_shift(hu: np.ndarray, organ: np.ndarray, reference: float) -> float:
@@ -248,9 +252,10 @@ def hu_shift(hu: np.ndarray, organ: np.ndarray, reference: float) -> float:
 
 def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec: dict, device="cpu",
                should_stop: Optional[ShouldStop] = None, shifted: Optional[tuple] = None) -> tuple:
-    """Run the stage on the organ's slices: (box, split, lesion) with ``box`` the (z, y, x) slices of the
-    organ's bounding box plus the margin, ``split`` p(tumour) > p(liver) and ``lesion`` the stage's
-    argmax is tumour, both boolean arrays of the box's shape. ``shifted`` = (HU volume, shift, window):
+    """Run the stage on the organ's slices: (box, split, lesion, score) with ``box`` the (z, y, x) slices of
+    the organ's bounding box plus the margin, ``split`` p(tumour) > p(liver) and ``lesion`` the stage's
+    argmax is tumour, both boolean arrays of the box's shape, and ``score`` p(tumour) (float16, same shape).
+    ``shifted`` = (HU volume, shift, window):
     the stage's input is windowed from the shifted HU (only the slices it reads) instead of ``data01``."""
     import torch
     import torch.nn.functional as F
@@ -273,6 +278,7 @@ def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec:
     ph, pw = -(-rh // 8) * 8, -(-rw // 8) * 8
     split = np.zeros((z1 - z0, ch, cw), bool)
     lesion = np.zeros((z1 - z0, ch, cw), bool)
+    score = np.zeros((z1 - z0, ch, cw), np.float16)
     for start in range(0, len(zs), 8):
         check_stop(should_stop)
         batch_z = zs[start:start + 8]
@@ -290,15 +296,18 @@ def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec:
         p = F.interpolate(p, size=(ch, cw), mode="bilinear", align_corners=False).numpy()
         split[batch_z - z0] = p[:, 2] > p[:, 1]
         lesion[batch_z - z0] = (p[:, 2] > p[:, 1]) & (p[:, 2] > p[:, 0])
-    return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), split, lesion
+        score[batch_z - z0] = p[:, 2]
+    return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), split, lesion, score
 
 
-def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict) -> np.ndarray:
+def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict,
+                  hu: Optional[np.ndarray] = None) -> np.ndarray:
     """Labels with the organ relabelled from :func:`stage_maps` output (see :func:`refine_tumour` for the
-    ``region``, ``min_liver_contact`` and ``min_lesion_mm`` settings)."""
+    ``region``, ``min_liver_contact``, ``min_lesion_mm``, ``min_lesion_score`` and ``min_lesion_contrast_hu``
+    settings; the contrast rule needs the HU volume ``hu``, of ``labels``' shape)."""
     from scipy import ndimage
 
-    box, split, lesion = maps
+    box, split, lesion = maps[:3]
     union = spec.get("region", "organ") == "union"
     min_contact = float(spec.get("min_liver_contact", 0.5))
     organ_box = labels[box] >= 1
@@ -316,28 +325,63 @@ def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict) -
                 continue  # mostly outside the liver: a neighbouring mass, not a liver lesion
             region |= added
     tumour = region & split
-    min_mm = float(spec.get("min_lesion_mm", 0.0))
-    if min_mm > 0 and tumour.any():
-        tumour = _drop_small_lesions(tumour, region & ~organ_box, tuple(spacing)[-2:], min_mm, region)
+    rules = LesionRules.from_spec(spec)
+    if rules.active and tumour.any():
+        score = maps[3] if len(maps) > 3 else None
+        tumour = _drop_lesions(tumour, region & ~organ_box, region, tuple(spacing)[-2:], rules, score,
+                               None if hu is None else hu[box])
     out = labels.copy()
     out[box] = np.where(region, np.where(tumour, 2, 1), out[box]).astype(out.dtype)
     return out
 
 
-def _drop_small_lesions(tumour: np.ndarray, added: np.ndarray, spacing_yx: tuple, min_mm: float,
-                        region: np.ndarray) -> np.ndarray:
-    """Tumour without the 3-D components whose largest cross-section is narrower than ``min_mm``
-    (equivalent diameter); their voxels become liver, or leave the region (``region`` is edited) where
-    the union had added them."""
+class LesionRules:
+    """Which 3-D lesions of the stage are kept: equivalent diameter of the largest cross-section >=
+    ``min_mm``, mean p(tumour) >= ``min_score`` and |liver median - lesion mean| >= ``min_contrast_hu``
+    (chosen with nested LiTS CV: training/segmentation/lesion_filter_cv.py)."""
+
+    def __init__(self, min_mm: float = 0.0, min_score: float = 0.0, min_contrast_hu: float = 0.0):
+        self.min_mm, self.min_score, self.min_contrast_hu = float(min_mm), float(min_score), float(min_contrast_hu)
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> LesionRules:
+        """The rules of a card's ``input_spec.tumour_stage`` (missing settings: no rule)."""
+        return cls(spec.get("min_lesion_mm", 0.0), spec.get("min_lesion_score", 0.0),
+                   spec.get("min_lesion_contrast_hu", 0.0))
+
+    @property
+    def active(self) -> bool:
+        """Whether any rule is set."""
+        return self.min_mm > 0 or self.min_score > 0 or self.min_contrast_hu > 0
+
+    def keeps(self, diameter_mm: float, score: Optional[float], contrast_hu: Optional[float]) -> bool:
+        """Whether a lesion passes (a rule whose measure is None is not applied)."""
+        if diameter_mm < self.min_mm:
+            return False
+        if self.min_score > 0 and score is not None and score < self.min_score:
+            return False
+        return not (self.min_contrast_hu > 0 and contrast_hu is not None and abs(contrast_hu) < self.min_contrast_hu)
+
+
+def _drop_lesions(tumour: np.ndarray, added: np.ndarray, region: np.ndarray, spacing_yx: tuple,
+                  rules: LesionRules, score: Optional[np.ndarray] = None,
+                  hu: Optional[np.ndarray] = None) -> np.ndarray:
+    """Tumour without the 3-D components ``rules`` rejects; their voxels become liver, or leave the region
+    (``region`` is edited) where the union had added them. ``score`` (p(tumour)) and ``hu`` are arrays of
+    ``tumour``'s shape; a rule whose array is missing is not applied."""
     from scipy import ndimage
 
     comps, n = ndimage.label(tumour)
     pixel_area = float(spacing_yx[0] * spacing_yx[1])
+    liver = region & ~tumour
+    liver_median = float(np.median(hu[liver])) if hu is not None and liver.any() else None
     keep = tumour.copy()
     for index, sl in enumerate(ndimage.find_objects(comps), start=1):
         comp = comps[sl] == index
         largest = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_area
-        if 2.0 * math.sqrt(largest / math.pi) < min_mm:
+        mean_score = None if score is None else float(score[sl][comp].astype(np.float32).mean())
+        contrast = None if liver_median is None else liver_median - float(hu[sl][comp].astype(np.float32).mean())
+        if not rules.keeps(2.0 * math.sqrt(largest / math.pi), mean_score, contrast):
             keep[sl][comp] = False
             region[sl][comp & added[sl]] = False
     return keep
@@ -373,8 +417,9 @@ def attach_tumour_stage(model, stage_dir, dest, *, version: Optional[str] = None
         "what": "inside the organ's bounding box (+ margin), each axial slice and its neighbours context_mm above "
                 "and below at pixel_mm, shifted so the organ's median is liver_hu_reference: liver vs tumour again "
                 "(tumour where p(tumour) > p(liver)); lesions it finds that touch the organ join it (region union) "
-                "unless their surface is less than min_liver_contact liver; lesions narrower than min_lesion_mm "
-                "are dropped"}}
+                "unless their surface is less than min_liver_contact liver; a lesion is kept only when its largest "
+                "cross-section is at least min_lesion_mm wide (equivalent diameter), its mean p(tumour) at least "
+                "min_lesion_score and its mean HU at least min_lesion_contrast_hu away from the liver's median"}}
     doc["architecture"] = (doc.get("architecture", "").split(" + high-resolution")[0]
                            + " + high-resolution 2.5-D tumour stage")
     doc.setdefault("training", {})["stage"] = cfg

@@ -1,0 +1,195 @@
+"""Issue #19: a per-lesion filter for the tumour stage, chosen with nested LiTS 4-fold patient CV.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python training/segmentation/lesion_filter_cv.py [--recache]
+
+Step 1 (cached in runs/lesion_cache/): for each held-out patient of fold k, the fold's organ network
+(runs/cv14_organ_fold{k}) and stage (runs/stage_fold{k}) run through the product's code exactly as the
+shipped card does (HU reference shift, union, min_liver_contact) with ``min_lesion_mm`` 0, keeping the stage's
+p(tumour). Step 2: every predicted 3-D lesion gets its size (equivalent diameter of its largest
+cross-section) and mean p(tumour); a rule (min size m, min mean score s) is chosen for fold k on the other
+three folds' patients only (the issue's targets: at most 1 false lesion per patient, then the most >= 10 mm
+lesions found, then the best pooled tumour Dice) and reported once on fold k. Lesion counting and Dice as
+in evaluate_tumour_stage.py (LiTS pixels taken as 0.75 mm; every 2nd slice).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from evaluate_tumour_stage import LIVER_HU_REFERENCE, RUNS, STAGE_SPEC, _net, overlap, pooled_dice
+from scipy import ndimage
+
+ABSOLUTE = False  # --absolute: darker or brighter than the liver
+HERE = Path(__file__).resolve().parent
+CACHE = RUNS / "lesion_cache"
+SIZES_MM = (0.0, 5.0, 7.0, 10.0, 12.0, 15.0)
+SCORES = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contrast rule
+
+
+def build_cache():
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from napari_medai.data_paths import shared_data_dir
+    from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder, patient_folds
+    from napari_medai.segmentation.tumour_stage import (
+        LITS_PIXEL_MM,
+        STAGE_ARCH,
+        STAGE_DEFAULTS,
+        combine_stage,
+        hu_shift,
+        stage_maps,
+    )
+
+    folder = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
+    low = load_slice_folder(folder)
+    rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
+    vol = low["vol"]
+    slice_no = np.array([int(r[1]) for r in rows])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for k in range(4):
+        organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
+        stage = _net(STAGE_ARCH, RUNS / f"stage_fold{k}" / "weights.safetensors")
+        for v in patient_folds(vol, 4)[k]:
+            rows_v = np.nonzero(vol == v)[0]
+            rows_v = rows_v[np.argsort(slice_no[rows_v])]
+            with torch.no_grad():
+                po = torch.softmax(organ_net(torch.from_numpy(low["x"][rows_v, None])), 1)
+            fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
+            organ = (fg.numpy() > 0.5).astype(np.uint8)
+            gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
+            x512 = np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v])
+            x512 = x512.astype(np.float32) / 255.0
+            spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
+            hu = x512 * 200.0 - 40.0
+            shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
+            maps = stage_maps(stage, x512, organ >= 1, spacing, STAGE_SPEC, shifted=shifted)
+            out = combine_stage(organ, maps, spacing, {**STAGE_SPEC, "region": "union", "min_lesion_mm": 0.0})
+            score = np.zeros(out.shape, np.float16)
+            score[maps[0]] = maps[3]
+            np.savez_compressed(CACHE / f"p{int(v)}.npz", out=out, gt=gt, score=score, fold=k,
+                                green=np.round(x512 * 255).astype(np.uint8))
+            print("fold", k, "patient", int(v), flush=True)
+
+
+def lesion_table(out, gt, score, hu, pixel_mm):
+    """Per predicted 3-D lesion: diameter (mm, largest cross-section), mean p(tumour), contrast (HU, the
+    liver's median minus the lesion's mean), voxels overlapping the real tumour; and per real lesion >= 10
+    mm the predicted lesions that overlap it. Dropping a lesion leaves the others as they are, so every rule
+    is scored from these tables (a dropped lesion becomes liver: liver Dice does not change)."""
+    tumour, real = out == 2, gt == 2
+    cube = np.ones((3, 3, 3))
+    lab, n = ndimage.label(tumour, structure=cube)
+    liver_median = float(np.median(hu[out == 1])) if (out == 1).any() else 0.0
+    table = []
+    for index, sl in enumerate(ndimage.find_objects(lab), start=1):
+        comp = lab[sl] == index
+        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm ** 2
+        table.append({"diameter": 2.0 * math.sqrt(area / math.pi),
+                      "score": float(score[sl][comp].astype(np.float32).mean()),
+                      "contrast": liver_median - float(hu[sl][comp].mean()),
+                      "inter": int((real[sl] & comp).sum()), "voxels": int(comp.sum())})
+    glab, m = ndimage.label(real, structure=cube)
+    big = []
+    for index, sl in enumerate(ndimage.find_objects(glab), start=1):
+        comp = glab[sl] == index
+        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm ** 2
+        if 2.0 * math.sqrt(area / math.pi) >= 10.0:
+            big.append(set(np.unique(lab[sl][comp]).tolist()) - {0})
+    return {"lesions": table, "big": big, "real_voxels": int(real.sum())}
+
+
+def rule_stats(t, rule):
+    """Detection, false lesions and Dice counts of one patient's table under rule (min mm, min score, min HU)."""
+    min_mm, min_score, min_contrast = rule
+    keep = {i + 1 for i, les in enumerate(t["lesions"]) if les["diameter"] >= min_mm and les["score"] >= min_score
+            and (abs(les["contrast"]) if ABSOLUTE else les["contrast"]) >= min_contrast}
+    kept = [t["lesions"][i - 1] for i in keep]
+    return {"lesions_10mm": len(t["big"]), "detected_10mm": sum(bool(b & keep) for b in t["big"]),
+            "false": sum(les["inter"] == 0 for les in kept),
+            "tumour_inter": sum(les["inter"] for les in kept),
+            "tumour_sum": sum(les["voxels"] for les in kept) + t["real_voxels"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recache", action="store_true")
+    ap.add_argument("--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)")
+    ap.add_argument("--out", default=str(HERE / "results" / "cv_lesion_filter.json"))
+    a = ap.parse_args()
+    global ABSOLUTE
+    ABSOLUTE = a.absolute
+    if a.recache or not any(CACHE.glob("p*.npz")):
+        build_cache()
+    pixel_mm = 0.75
+    per, fold_of, liver = {}, {}, {}
+    tables = {}
+    for f in sorted(CACHE.glob("p*.npz")):
+        d = np.load(f)
+        v = f.stem[1:]
+        fold_of[v] = int(d["fold"])
+        hu = d["green"].astype(np.float32) / 255.0 * 200.0 - 40.0
+        tables[v] = lesion_table(d["out"], d["gt"], d["score"], hu, pixel_mm)
+        liver[v] = overlap(d["out"] >= 1, d["gt"] >= 1, "liver")
+        print("patient", v, "lesions", len(tables[v]["lesions"]), flush=True)
+    for v, t in tables.items():
+        per[v] = {rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)}
+
+    def totals(ids, rule):
+        items = [per[p][rule] for p in ids]
+        return {"detected_10mm": sum(i["detected_10mm"] for i in items), "lesions_10mm": sum(i["lesions_10mm"] for i in items),
+                "false": sum(i["false"] for i in items), "patients": len(items),
+                "false_per_patient": sum(i["false"] for i in items) / len(items),
+                "tumour_dice_512": pooled_dice(items, "tumour"), "liver_dice_128": pooled_dice(items, "liver", "128")}
+
+    def choose(ids):
+        rules = list(per[ids[0]])
+        stats = {r: totals(ids, r) for r in rules}
+        ok = [r for r in rules if stats[r]["false_per_patient"] <= 1.0]
+        pool = ok or rules
+        key = (lambda r: (stats[r]["detected_10mm"], stats[r]["tumour_dice_512"])) if ok else \
+              (lambda r: (-stats[r]["false_per_patient"], stats[r]["detected_10mm"]))
+        return max(pool, key=key)
+
+    report = {"sizes_mm": SIZES_MM, "scores": SCORES, "folds": [], "contrasts_hu": CONTRASTS_HU, "note": __doc__.split("\n\n")[1].replace("\n", " ")}
+    for k in sorted(set(fold_of.values())):
+        ids = [p for p, f in fold_of.items() if f == k]
+        others = [p for p, f in fold_of.items() if f != k]
+        rule = choose(others)
+        fold = {"fold": k, "patients": ids, "chosen": {"min_lesion_mm": rule[0], "min_score": rule[1], "min_contrast_hu": rule[2]},
+                "nested": totals(ids, rule), "shipped_min10": totals(ids, (10.0, 0.0, -1000.0))}
+        report["folds"].append(fold)
+        print(json.dumps(fold), flush=True)
+    allp = list(per)
+    folds = report["folds"]
+    summary = {}
+    for name in ("nested", "shipped_min10"):
+        dice = np.array([f[name]["tumour_dice_512"] for f in folds])
+        liver = np.array([f[name]["liver_dice_128"] for f in folds])
+        det = sum(f[name]["detected_10mm"] for f in folds)
+        big = sum(f[name]["lesions_10mm"] for f in folds)
+        false = sum(f[name]["false"] for f in folds)
+        summary[name] = {"tumour_dice_512_mean_sd": [round(dice.mean(), 4), round(dice.std(ddof=1), 4)],
+                         "liver_dice_128_mean_sd": [round(liver.mean(), 4), round(liver.std(ddof=1), 4)],
+                         "detected_10mm": f"{det}/{big}", "detected_share": round(det / big, 4),
+                         "false_per_patient": round(false / len(allp), 2)}
+    summary["all_rules_all_patients"] = {f"min{m:g}_score{s:g}_contrast{c:g}": {
+        k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, (m, s, c)).items()}
+        for (m, s, c) in per[allp[0]]}
+    final = choose(allp)  # the rule for the shipped card: the same selection on all 16 patients
+    summary["final_rule"] = {"min_lesion_mm": final[0], "min_lesion_score": final[1], "min_lesion_contrast_hu": final[2],
+                             "all_patients_not_nested": {k2: (round(v2, 4) if isinstance(v2, float) else v2)
+                                                         for k2, v2 in totals(allp, final).items()}}
+    report["summary"] = summary
+    Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k2: v2 for k2, v2 in summary.items() if k2 != "all_rules_all_patients"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
