@@ -106,3 +106,22 @@ def test_lesion_rules_drop_a_faint_lesion_and_keep_a_dark_one():
     assert not rules.keeps(12.0, 0.65, 60.0)
     assert not rules.keeps(6.5, 0.9, 60.0)
     assert rules.keeps(12.0, None, None)  # a rule without its array is not applied
+
+
+def test_organ_band_redraws_the_boundary_near_the_organ_only():
+    """The 1 mm stage's p(background) redraws the cascade's boundary within organ_band_mm; farther out it is ignored."""
+    from napari_medai.segmentation.tumour_stage import refine_organ_boundary
+
+    z, y, x = np.mgrid[:6, :80, :80]
+    truth = (y - 40) ** 2 + (x - 40) ** 2 < 20**2
+    cascade = ((y - 40) ** 2 + (x - 40) ** 2 < 22**2).astype(np.uint8)  # 2 px too wide (coarse pixels)
+    cascade[:, 40, 40] = 2  # a tumour voxel keeps its label
+    far = (y - 5) ** 2 + (x - 5) ** 2 < 3**2  # the stage's false liver far from the organ
+    background = np.where(truth | far, 0.1, 0.9).astype(np.float16)
+    box = (slice(0, 6), slice(0, 80), slice(0, 80))
+    maps = (box, None, None, None, background)
+    before = cascade.copy()
+    out = refine_organ_boundary(cascade, maps, (2.0, 1.0, 1.0), band_mm=3.0)
+    assert np.array_equal(cascade, before)  # the input is not modified
+    assert np.array_equal(out >= 1, truth)  # boundary redrawn, the far blob not added
+    assert out[0, 40, 40] == 2

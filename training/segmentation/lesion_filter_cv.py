@@ -42,8 +42,10 @@ def build_cache():
         LITS_PIXEL_MM,
         STAGE_ARCH,
         STAGE_DEFAULTS,
+        STAGE_INFERENCE,
         combine_stage,
         hu_shift,
+        refine_organ_boundary,
         stage_maps,
     )
 
@@ -70,6 +72,8 @@ def build_cache():
             hu = x512 * 200.0 - 40.0
             shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
             maps = stage_maps(stage, x512, organ >= 1, spacing, STAGE_SPEC, shifted=shifted)
+            band = STAGE_INFERENCE.get("organ_band_mm", 0.0)  # the shipped boundary redrawing (1.6)
+            organ = refine_organ_boundary(organ, maps, spacing, band) if band > 0 else organ
             out = combine_stage(organ, maps, spacing, {**STAGE_SPEC, "region": "union", "min_lesion_mm": 0.0})
             score = np.zeros(out.shape, np.float16)
             score[maps[0]] = maps[3]

@@ -1,8 +1,8 @@
-"""Attach a trained tumour stage to the shipped cascade and write its metrics into the card (liver-tumor-ct 1.4, 1.5).
+"""Attach a trained tumour stage to the shipped cascade and write its metrics into the card (liver-tumor-ct 1.4-1.6).
 
     PYTHONPATH=src python training/segmentation/ship_stage.py --stage training/segmentation/runs/stage_final \
         --cv training/segmentation/results/cv_tumour_stage.json --version 1.5 \
-        --lesion-cv training/segmentation/results/cv_lesion_filter.json [--external results/external_v15.json]
+        --lesion-cv training/segmentation/results/cv_lesion_filter.json [--external results/external_v16.json]
 
 The organ and tumour networks are the shipped ones (1.2 weights); the stage's weights become ``stage.*`` keys
 of the same safetensors file (``tumour_stage.attach_tumour_stage``). Writes into the package's model folder.
@@ -63,7 +63,7 @@ def main():
                                   "800 iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
         card["notes"] = (
             "Organ at 3.0 mm pixels (coarse boundaries); tumours from a 1.0 mm 2.5-D stage inside the organ's "
-            "box; lesions under 7 mm, below a mean p(tumour) of 0.7 or within 30 HU of the liver dropped: tumour labels are research output with false lesions on scans "
+            "box, its 1 mm boundary within 3 mm of the organ's; lesions under 10 mm, below a mean p(tumour) of 0.7 or within 30 HU of the liver dropped: tumour labels are research output with false lesions on scans "
             "unlike LiTS (see MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses).")
         (Path(tmp) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         for name in ("weights.safetensors", "card.json"):

@@ -39,8 +39,8 @@ STAGE_ARCH = {
 # the lesion rules with nested selection, lesion_filter_cv.py: the final rule chosen on all 16 patients) and
 # on validation CTs (the HU reference: the non-contrast fatty-liver CT went from 1670 ml of false tumour to
 # 29 ml); docs/segmentation.md
-STAGE_INFERENCE = {"region": "union", "min_liver_contact": 0.5, "min_lesion_mm": 7.0, "min_lesion_score": 0.7,
-                   "min_lesion_contrast_hu": 30.0}
+STAGE_INFERENCE = {"region": "union", "min_liver_contact": 0.5, "min_lesion_mm": 10.0, "min_lesion_score": 0.7,
+                   "min_lesion_contrast_hu": 30.0, "organ_band_mm": 3.0}
 STAGE_DEFAULTS = {
     "pixel_mm": 1.0,
     "context_mm": 2.0,  # LiTS neighbours are 2 slices away, about 2 mm at LiTS's typical slice spacing
@@ -242,7 +242,32 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     if reference is not None and hu is not None and window is not None:
         shifted = (hu, hu_shift(hu, organ, float(reference)), tuple(float(v) for v in window))
     maps = stage_maps(net, data01, organ, spacing, spec, device, should_stop, shifted)
+    band = float(spec.get("organ_band_mm", 0.0))
+    if band > 0:
+        labels = refine_organ_boundary(labels, maps, spacing, band)
     return combine_stage(labels, maps, spacing, spec, hu=hu)
+
+
+def refine_organ_boundary(labels: np.ndarray, maps: tuple, spacing: tuple, band_mm: float) -> np.ndarray:
+    """Labels whose organ boundary is redrawn by the 1 mm stage (p(background) < 0.5) within ``band_mm`` of the
+    cascade's boundary, in each axial slice; parts not connected to the cascade's organ are dropped and holes
+    filled per slice. The cascade sees 3 mm pixels, the stage 1 mm: the band lets the finer boundary win
+    without letting the stage, trained on crops around the liver, grow the organ elsewhere."""
+    from scipy import ndimage
+
+    box, background = maps[0], maps[4]
+    organ = labels[box] >= 1
+    sampling = (1e6, *(float(s) for s in tuple(spacing)[-2:]))  # in-plane distances only
+    near = (ndimage.distance_transform_edt(~organ, sampling=sampling) <= band_mm) & \
+        (ndimage.distance_transform_edt(organ, sampling=sampling) <= band_mm)
+    redrawn = np.where(near, background.astype(np.float32) < 0.5, organ)
+    comps, _ = ndimage.label(redrawn)
+    keep = np.unique(comps[organ & redrawn])
+    redrawn = np.isin(comps, keep[keep > 0])
+    redrawn = np.stack([ndimage.binary_fill_holes(s) for s in redrawn])
+    out = labels.copy()
+    out[box] = np.where(redrawn, np.where(labels[box] >= 1, labels[box], 1), 0).astype(out.dtype)
+    return out
 
 
 def hu_shift(hu: np.ndarray, organ: np.ndarray, reference: float) -> float:
@@ -252,9 +277,10 @@ def hu_shift(hu: np.ndarray, organ: np.ndarray, reference: float) -> float:
 
 def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec: dict, device="cpu",
                should_stop: Optional[ShouldStop] = None, shifted: Optional[tuple] = None) -> tuple:
-    """Run the stage on the organ's slices: (box, split, lesion, score) with ``box`` the (z, y, x) slices of
+    """Run the stage on the organ's slices: (box, split, lesion, score, background) with ``box`` the (z, y, x) slices of
     the organ's bounding box plus the margin, ``split`` p(tumour) > p(liver) and ``lesion`` the stage's
-    argmax is tumour, both boolean arrays of the box's shape, and ``score`` p(tumour) (float16, same shape).
+    argmax is tumour, both boolean arrays of the box's shape, ``score`` p(tumour) and ``background``
+    p(background) (float16, same shape).
     ``shifted`` = (HU volume, shift, window):
     the stage's input is windowed from the shifted HU (only the slices it reads) instead of ``data01``."""
     import torch
@@ -279,6 +305,7 @@ def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec:
     split = np.zeros((z1 - z0, ch, cw), bool)
     lesion = np.zeros((z1 - z0, ch, cw), bool)
     score = np.zeros((z1 - z0, ch, cw), np.float16)
+    background = np.ones((z1 - z0, ch, cw), np.float16)
     for start in range(0, len(zs), 8):
         check_stop(should_stop)
         batch_z = zs[start:start + 8]
@@ -297,7 +324,8 @@ def stage_maps(net, data01: np.ndarray, organ: np.ndarray, spacing: tuple, spec:
         split[batch_z - z0] = p[:, 2] > p[:, 1]
         lesion[batch_z - z0] = (p[:, 2] > p[:, 1]) & (p[:, 2] > p[:, 0])
         score[batch_z - z0] = p[:, 2]
-    return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), split, lesion, score
+        background[batch_z - z0] = p[:, 0]
+    return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), split, lesion, score, background
 
 
 def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict,
@@ -419,7 +447,8 @@ def attach_tumour_stage(model, stage_dir, dest, *, version: Optional[str] = None
                 "(tumour where p(tumour) > p(liver)); lesions it finds that touch the organ join it (region union) "
                 "unless their surface is less than min_liver_contact liver; a lesion is kept only when its largest "
                 "cross-section is at least min_lesion_mm wide (equivalent diameter), its mean p(tumour) at least "
-                "min_lesion_score and its mean HU at least min_lesion_contrast_hu away from the liver's median"}}
+                "min_lesion_score and its mean HU at least min_lesion_contrast_hu away from the liver's median; within "
+                "organ_band_mm of the organ's boundary the stage's own p(background) < 0.5 redraws it at pixel_mm"}}
     doc["architecture"] = (doc.get("architecture", "").split(" + high-resolution")[0]
                            + " + high-resolution 2.5-D tumour stage")
     doc.setdefault("training", {})["stage"] = cfg
