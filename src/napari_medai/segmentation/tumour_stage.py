@@ -257,10 +257,12 @@ def refine_organ_boundary(labels: np.ndarray, maps: tuple, spacing: tuple, band_
 
     box, background = maps[0], maps[4]
     organ = labels[box] >= 1
-    sampling = (1e6, *(float(s) for s in tuple(spacing)[-2:]))  # in-plane distances only
-    near = (ndimage.distance_transform_edt(~organ, sampling=sampling) <= band_mm) & \
-        (ndimage.distance_transform_edt(organ, sampling=sampling) <= band_mm)
-    redrawn = np.where(near, background.astype(np.float32) < 0.5, organ)
+    sampling = tuple(float(s) for s in tuple(spacing)[-2:])
+    redrawn = organ.copy()
+    for z in np.nonzero(organ.any(axis=(1, 2)))[0]:  # slice by slice: in-plane band, small temporaries
+        near = (ndimage.distance_transform_edt(~organ[z], sampling=sampling) <= band_mm) & \
+            (ndimage.distance_transform_edt(organ[z], sampling=sampling) <= band_mm)
+        redrawn[z] = np.where(near, background[z] < 0.5, organ[z])
     comps, _ = ndimage.label(redrawn)
     keep = np.unique(comps[organ & redrawn])
     redrawn = np.isin(comps, keep[keep > 0])
