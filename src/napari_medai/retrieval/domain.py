@@ -3,9 +3,10 @@
 Computed from the library when it is first needed (``CaseLibrary.calibration``: on the first query or
 the save after a build), stored in the library file, and recomputed when cases are added or removed:
 
-1. **Modality.** ``image_stats`` (34 statistics of the prepared image's 96-px thumbnail, the one the
+1. **Modality.** ``image_stats`` (37 statistics of the prepared image's 96-px thumbnail, the one the
    library stores for every case: intensity histogram, background, and the shape, texture,
-   intensities and edges of the largest foreground object and what lies around it) go through a shipped
+   intensities and edges of the largest foreground object and what lies around it, and the shape of
+   the non-black region: a scanner's fan of straight, diverging sides) go through a shipped
    modality classifier (``modality.json``: multinomial logistic regression over brain MRI, CT,
    ultrasound, noise, photo, trained by ``training/retrieval/modality.py`` on data whose terms allow
    shipped weights and on simulated B-mode; it carries LiTS's share-alike terms). The library's
@@ -35,7 +36,7 @@ from typing import Optional
 
 import numpy as np
 
-CALIBRATION_VERSION = 2  # 2: hu_share and the retrained modality classifier
+CALIBRATION_VERSION = 3  # 2: hu_share and the retrained modality classifier; 3: fan statistics, retrained again
 MIN_CASES = 10  # fewer cases: no calibration (every hit close, only the blank check)
 MAX_CALIBRATION = 4000  # leave-one-out queries / thumbnails used at most (a seeded sample beyond)
 CLOSE_QUANTILE, CLOSE_MARGIN = 0.99, 1.0
@@ -46,7 +47,7 @@ THUMB = 96
 MODALITIES = ("mri", "ct", "ultrasound", "noise", "photo")
 MODALITY_MODEL = "modality.json"  # beside this module; trained by training/retrieval/modality.py
 # Verified like every shipped weights file; update together with modality.json when it is retrained.
-MODALITY_SHA256 = "ed9ef8fcb22c17fcc82d8b20e5fc14f6e76b51f70ac1d0f270bbfbbe3180fafb"
+MODALITY_SHA256 = "c8d8b59014d9756abfda57b0505d3fcafe65ed1a8bd3f4cb531c472eb6a27ca4"
 STATS_NAMES = (
     [f"hist{i}" for i in range(8)]
     + ["border_mean", "dark_share", "fg_area", "fg_fill", "fg_aspect", "fg_top", "fg_bottom", "n_components",
@@ -56,7 +57,11 @@ STATS_NAMES = (
     # since calibration version 2: how straight the object's sides are (an ultrasound sector's edges are
     # lines, a head's or a body's are curves) and what lies outside it (a scanner's text and scales)
     + ["edge_straight", "outside_bright"]
+    # since calibration version 3: the shape of the non-black region (what a scan converter fills): a
+    # B-mode fan's sides are straight lines that diverge with depth, a head's are an oval's
+    + ["fan_spread", "fan_sides", "fan_top"]
 )
+FAN_LEVEL = 0.02  # the non-black region: smoothed thumbnail above 2 % of full scale
 
 
 def thumbnail(prepared: np.ndarray, size: int = THUMB) -> np.ndarray:
@@ -107,6 +112,41 @@ def _edge_stats(big: np.ndarray, t: np.ndarray) -> list:
     return [float(np.mean(straight)), bright]
 
 
+def _fan_stats(t: np.ndarray) -> list:
+    """The shape of the largest non-black region (``FAN_LEVEL``) of a thumbnail ``t`` in [0, 1]: how fast
+    its width grows (lines fitted to its left and right sides from 15 % to 75 % of its height; the width
+    they gain over its whole height, relative to its widest row: real B-mode fans 0.65-1.31, figshare
+    heads median 0.03 and 99 % below 0.50, a frame-filling image 0), how far the sides are from those
+    lines (RMS, relative to the height) and its width at a tenth of its height (relative to its widest
+    row: a probe's narrow top)."""
+    from scipy import ndimage as ndi
+
+    fg = ndi.binary_opening(ndi.uniform_filter(t, 3) > FAN_LEVEL, iterations=1)
+    lab, k = ndi.label(fg)
+    if k == 0:
+        return [0.0, 0.0, 1.0]
+    sizes = ndi.sum(fg, lab, range(1, k + 1))
+    big = ndi.binary_fill_holes(lab == (1 + int(np.argmax(sizes))))
+    rows = np.nonzero(big.any(1))[0]
+    sub = big[rows[0]:rows[-1] + 1]
+    h = len(sub)
+    width = sub.sum(1).astype(np.float64)
+    widest = float(width.max())
+    y = np.arange(h) / max(1, h - 1)
+    sel = (y >= 0.15) & (y <= 0.75) & (width > 0)
+    if h < 8 or sel.sum() < 4:
+        return [0.0, 0.0, 1.0]
+    left = sub[sel].argmax(1).astype(np.float64)
+    right = (sub.shape[1] - 1 - sub[sel][:, ::-1].argmax(1)).astype(np.float64)
+    A = np.stack([y[sel], np.ones(int(sel.sum()))], 1)
+    slopes, resid = [], []
+    for edge in (left, right):
+        c, *_ = np.linalg.lstsq(A, edge, rcond=None)
+        slopes.append(float(c[0]))
+        resid.append(float(np.sqrt(np.mean((edge - A @ c) ** 2))) / h)
+    return [(slopes[1] - slopes[0]) / widest, float(np.mean(resid)), float(width[int(0.1 * (h - 1))] / widest)]
+
+
 def image_stats(thumb: np.ndarray) -> np.ndarray:
     """Statistics (``STATS_NAMES``) of a uint8 thumbnail of a prepared image: the intensity histogram,
     background, and the shape, texture and intensities of the largest foreground object (a head, a body,
@@ -122,7 +162,8 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
     fg = ndi.binary_opening(ndi.uniform_filter(t, 3) > 0.1, iterations=1)
     lab, k = ndi.label(fg)
     if k == 0:  # nothing but background
-        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 12) + [1.0, 0.0], np.float64)
+        return np.array([*hist, border, dark] + [0.0] * (len(STATS_NAMES) - 15) + [1.0, 0.0] + _fan_stats(t),
+                        np.float64)
     sizes = ndi.sum(fg, lab, range(1, k + 1))
     big = ndi.binary_fill_holes(lab == (1 + int(np.argmax(sizes))))
     ys, xs = np.nonzero(big)
@@ -147,7 +188,7 @@ def image_stats(thumb: np.ndarray) -> np.ndarray:
         float(inside.mean()),
         brows[:ry].mean() / brows.max(), brows[-ry:].mean() / brows.max(), bcols[:rx].mean() / bcols.max(),
         bcols[-rx:].mean() / bcols.max(), box_texture, float((box[mask] < 0.05).mean()), *qhist, _corr_mirror(box),
-        *_edge_stats(big, t),
+        *_edge_stats(big, t), *_fan_stats(t),
     ], np.float64)
 
 

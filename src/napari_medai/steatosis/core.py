@@ -35,8 +35,9 @@ MIN_PATCH_AGREEMENT = 2 / 3  # fewer patches voting for the grade marks it uncer
 # training/steatosis/auto_roi_agreement.py --domain). Outside them the grade is marked uncertain.
 ROI_ECHO_RANGE = (53.5, 143.0)
 ROI_SPECKLE_RANGE = (0.049, 0.154)  # std of (patch - Gaussian(1 px)) / mean: B-mode speckle
-# the modality classifier (retrieval/domain.py) gives the 10 shared Byra frames P(ultrasound) 0.23-0.75
-# (it learned ultrasound from another scanner), CT slices and noise < 0.001: below this, not ultrasound
+# the modality classifier (retrieval/domain.py, calibration version 3) gives the 10 shared Byra frames
+# P(ultrasound) 0.999-1.0 (seven are its training data) and 8-bit liver-window exports of the packaged CT
+# 0.00-0.37 (docs/retrieval.md): below this, not ultrasound
 MIN_ULTRASOUND = 0.5
 COLOUR_LIMIT = 8.0  # mean |R-G| + |G-B| in the ROI above this: a colour overlay or a photo
 NO_ROI_MESSAGE = ("no liver ROI given: draw one (roi=(x, y, w, h) / --roi X,Y,W,H, on liver parenchyma away from "
