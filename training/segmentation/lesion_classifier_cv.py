@@ -18,7 +18,8 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
-CACHE=Path('runs/lesion_cache'); px=0.75
+CACHE = Path(__file__).resolve().parent / 'runs' / 'lesion_cache'
+px = 0.75
 pat={}
 for f in sorted(CACHE.glob('p*.npz')):
     d=np.load(f); out,gt,score=d['out'],d['gt'],d['score'].astype(np.float32); hu=d['green'].astype(np.float32)/255*200-40
