@@ -11,6 +11,7 @@ three folds' patients only (the issue's targets: at most 1 false lesion per pati
 lesions found, then the best pooled tumour Dice) and reported once on fold k. Lesion counting and Dice as
 in evaluate_tumour_stage.py (LiTS pixels taken as 0.75 mm; every 2nd slice).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contras
 
 
 def build_cache():
+    """Run each fold's organ network and stage on its held-out patients and cache the outputs (step 1)."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
@@ -77,8 +79,14 @@ def build_cache():
             out = combine_stage(organ, maps, spacing, {**STAGE_SPEC, "region": "union", "min_lesion_mm": 0.0})
             score = np.zeros(out.shape, np.float16)
             score[maps[0]] = maps[3]
-            np.savez_compressed(CACHE / f"p{int(v)}.npz", out=out, gt=gt, score=score, fold=k,
-                                green=np.round(x512 * 255).astype(np.uint8))
+            np.savez_compressed(
+                CACHE / f"p{int(v)}.npz",
+                out=out,
+                gt=gt,
+                score=score,
+                fold=k,
+                green=np.round(x512 * 255).astype(np.uint8),
+            )
             print("fold", k, "patient", int(v), flush=True)
 
 
@@ -94,16 +102,21 @@ def lesion_table(out, gt, score, hu, pixel_mm):
     table = []
     for index, sl in enumerate(ndimage.find_objects(lab), start=1):
         comp = lab[sl] == index
-        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm ** 2
-        table.append({"diameter": 2.0 * math.sqrt(area / math.pi),
-                      "score": float(score[sl][comp].astype(np.float32).mean()),
-                      "contrast": liver_median - float(hu[sl][comp].mean()),
-                      "inter": int((real[sl] & comp).sum()), "voxels": int(comp.sum())})
+        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm**2
+        table.append(
+            {
+                "diameter": 2.0 * math.sqrt(area / math.pi),
+                "score": float(score[sl][comp].astype(np.float32).mean()),
+                "contrast": liver_median - float(hu[sl][comp].mean()),
+                "inter": int((real[sl] & comp).sum()),
+                "voxels": int(comp.sum()),
+            }
+        )
     glab, m = ndimage.label(real, structure=cube)
     big = []
     for index, sl in enumerate(ndimage.find_objects(glab), start=1):
         comp = glab[sl] == index
-        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm ** 2
+        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm**2
         if 2.0 * math.sqrt(area / math.pi) >= 10.0:
             big.append(set(np.unique(lab[sl][comp]).tolist()) - {0})
     return {"lesions": table, "big": big, "real_voxels": int(real.sum())}
@@ -112,19 +125,30 @@ def lesion_table(out, gt, score, hu, pixel_mm):
 def rule_stats(t, rule):
     """Detection, false lesions and Dice counts of one patient's table under rule (min mm, min score, min HU)."""
     min_mm, min_score, min_contrast = rule
-    keep = {i + 1 for i, les in enumerate(t["lesions"]) if les["diameter"] >= min_mm and les["score"] >= min_score
-            and (abs(les["contrast"]) if ABSOLUTE else les["contrast"]) >= min_contrast}
+    keep = {
+        i + 1
+        for i, les in enumerate(t["lesions"])
+        if les["diameter"] >= min_mm
+        and les["score"] >= min_score
+        and (abs(les["contrast"]) if ABSOLUTE else les["contrast"]) >= min_contrast
+    }
     kept = [t["lesions"][i - 1] for i in keep]
-    return {"lesions_10mm": len(t["big"]), "detected_10mm": sum(bool(b & keep) for b in t["big"]),
-            "false": sum(les["inter"] == 0 for les in kept),
-            "tumour_inter": sum(les["inter"] for les in kept),
-            "tumour_sum": sum(les["voxels"] for les in kept) + t["real_voxels"]}
+    return {
+        "lesions_10mm": len(t["big"]),
+        "detected_10mm": sum(bool(b & keep) for b in t["big"]),
+        "false": sum(les["inter"] == 0 for les in kept),
+        "tumour_inter": sum(les["inter"] for les in kept),
+        "tumour_sum": sum(les["voxels"] for les in kept) + t["real_voxels"],
+    }
 
 
 def main():
+    """Score every rule per patient, choose nested, write the report (step 2)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--recache", action="store_true")
-    ap.add_argument("--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)")
+    ap.add_argument(
+        "--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)"
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "cv_lesion_filter.json"))
     a = ap.parse_args()
     global ABSOLUTE
@@ -143,31 +167,52 @@ def main():
         liver[v] = overlap(d["out"] >= 1, d["gt"] >= 1, "liver")
         print("patient", v, "lesions", len(tables[v]["lesions"]), flush=True)
     for v, t in tables.items():
-        per[v] = {rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)}
+        per[v] = {
+            rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)
+        }
 
     def totals(ids, rule):
         items = [per[p][rule] for p in ids]
-        return {"detected_10mm": sum(i["detected_10mm"] for i in items), "lesions_10mm": sum(i["lesions_10mm"] for i in items),
-                "false": sum(i["false"] for i in items), "patients": len(items),
-                "false_per_patient": sum(i["false"] for i in items) / len(items),
-                "tumour_dice_512": pooled_dice(items, "tumour"), "liver_dice_128": pooled_dice(items, "liver", "128")}
+        return {
+            "detected_10mm": sum(i["detected_10mm"] for i in items),
+            "lesions_10mm": sum(i["lesions_10mm"] for i in items),
+            "false": sum(i["false"] for i in items),
+            "patients": len(items),
+            "false_per_patient": sum(i["false"] for i in items) / len(items),
+            "tumour_dice_512": pooled_dice(items, "tumour"),
+            "liver_dice_128": pooled_dice(items, "liver", "128"),
+        }
 
     def choose(ids):
         rules = list(per[ids[0]])
         stats = {r: totals(ids, r) for r in rules}
         ok = [r for r in rules if stats[r]["false_per_patient"] <= 1.0]
         pool = ok or rules
-        key = (lambda r: (stats[r]["detected_10mm"], stats[r]["tumour_dice_512"])) if ok else \
-              (lambda r: (-stats[r]["false_per_patient"], stats[r]["detected_10mm"]))
+        key = (
+            (lambda r: (stats[r]["detected_10mm"], stats[r]["tumour_dice_512"]))
+            if ok
+            else (lambda r: (-stats[r]["false_per_patient"], stats[r]["detected_10mm"]))
+        )
         return max(pool, key=key)
 
-    report = {"sizes_mm": SIZES_MM, "scores": SCORES, "folds": [], "contrasts_hu": CONTRASTS_HU, "note": __doc__.split("\n\n")[1].replace("\n", " ")}
+    report = {
+        "sizes_mm": SIZES_MM,
+        "scores": SCORES,
+        "folds": [],
+        "contrasts_hu": CONTRASTS_HU,
+        "note": __doc__.split("\n\n")[1].replace("\n", " "),
+    }
     for k in sorted(set(fold_of.values())):
         ids = [p for p, f in fold_of.items() if f == k]
         others = [p for p, f in fold_of.items() if f != k]
         rule = choose(others)
-        fold = {"fold": k, "patients": ids, "chosen": {"min_lesion_mm": rule[0], "min_score": rule[1], "min_contrast_hu": rule[2]},
-                "nested": totals(ids, rule), "shipped_min10": totals(ids, (10.0, 0.0, -1000.0))}
+        fold = {
+            "fold": k,
+            "patients": ids,
+            "chosen": {"min_lesion_mm": rule[0], "min_score": rule[1], "min_contrast_hu": rule[2]},
+            "nested": totals(ids, rule),
+            "shipped_min10": totals(ids, (10.0, 0.0, -1000.0)),
+        }
         report["folds"].append(fold)
         print(json.dumps(fold), flush=True)
     allp = list(per)
@@ -179,17 +224,28 @@ def main():
         det = sum(f[name]["detected_10mm"] for f in folds)
         big = sum(f[name]["lesions_10mm"] for f in folds)
         false = sum(f[name]["false"] for f in folds)
-        summary[name] = {"tumour_dice_512_mean_sd": [round(dice.mean(), 4), round(dice.std(ddof=1), 4)],
-                         "liver_dice_128_mean_sd": [round(liver.mean(), 4), round(liver.std(ddof=1), 4)],
-                         "detected_10mm": f"{det}/{big}", "detected_share": round(det / big, 4),
-                         "false_per_patient": round(false / len(allp), 2)}
-    summary["all_rules_all_patients"] = {f"min{m:g}_score{s:g}_contrast{c:g}": {
-        k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, (m, s, c)).items()}
-        for (m, s, c) in per[allp[0]]}
+        summary[name] = {
+            "tumour_dice_512_mean_sd": [round(dice.mean(), 4), round(dice.std(ddof=1), 4)],
+            "liver_dice_128_mean_sd": [round(liver.mean(), 4), round(liver.std(ddof=1), 4)],
+            "detected_10mm": f"{det}/{big}",
+            "detected_share": round(det / big, 4),
+            "false_per_patient": round(false / len(allp), 2),
+        }
+    summary["all_rules_all_patients"] = {
+        f"min{m:g}_score{s:g}_contrast{c:g}": {
+            k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, (m, s, c)).items()
+        }
+        for (m, s, c) in per[allp[0]]
+    }
     final = choose(allp)  # the rule for the shipped card: the same selection on all 16 patients
-    summary["final_rule"] = {"min_lesion_mm": final[0], "min_lesion_score": final[1], "min_lesion_contrast_hu": final[2],
-                             "all_patients_not_nested": {k2: (round(v2, 4) if isinstance(v2, float) else v2)
-                                                         for k2, v2 in totals(allp, final).items()}}
+    summary["final_rule"] = {
+        "min_lesion_mm": final[0],
+        "min_lesion_score": final[1],
+        "min_lesion_contrast_hu": final[2],
+        "all_patients_not_nested": {
+            k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, final).items()
+        },
+    }
     report["summary"] = summary
     Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k2: v2 for k2, v2 in summary.items() if k2 != "all_rules_all_patients"}, indent=1))

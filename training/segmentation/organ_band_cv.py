@@ -7,33 +7,50 @@ through the product's code (stage_maps, refine_organ_boundary, combine_stage wit
 for bands of 0 (off), 3, 4 and 6 mm. Writes results/cv_organ_band.json. The band was chosen on these folds
 (and on the validation CTs), so these are validation figures; the lesion rules are the shipped ones.
 """
+
 import json
-import sys
+from pathlib import Path
+
 import numpy as np
-sys.path.insert(0, "/work/main/training/segmentation")
-import torch, torch.nn.functional as F
+import torch
+import torch.nn.functional as F
+from evaluate_tumour_stage import LIVER_HU_REFERENCE, RUNS, STAGE_SPEC, _net, lesion_stats, overlap, pooled_dice
 from PIL import Image
-from evaluate_tumour_stage import LIVER_HU_REFERENCE, RUNS, STAGE_SPEC, _net, overlap, pooled_dice, lesion_stats
+
 from napari_medai.data_paths import shared_data_dir
 from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder, patient_folds
-from napari_medai.segmentation.tumour_stage import LITS_PIXEL_MM, STAGE_ARCH, STAGE_DEFAULTS, STAGE_INFERENCE, combine_stage, hu_shift, stage_maps, refine_organ_boundary
+from napari_medai.segmentation.tumour_stage import (
+    LITS_PIXEL_MM,
+    STAGE_ARCH,
+    STAGE_DEFAULTS,
+    STAGE_INFERENCE,
+    combine_stage,
+    hu_shift,
+    refine_organ_boundary,
+    stage_maps,
+)
+
 folder = shared_data_dir() / "ct" / "lits-slices-2d"
 low = load_slice_folder(folder)
 rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
-vol = low["vol"]; slice_no = np.array([int(r[1]) for r in rows])
+vol = low["vol"]
+slice_no = np.array([int(r[1]) for r in rows])
 BANDS = [0.0, 3.0, 4.0, 6.0]
 res = {b: [] for b in BANDS}
 for k in range(4):
     organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
     stage = _net(STAGE_ARCH, RUNS / f"stage_fold{k}" / "weights.safetensors")
     for v in patient_folds(vol, 4)[k]:
-        rows_v = np.nonzero(vol == v)[0]; rows_v = rows_v[np.argsort(slice_no[rows_v])]
+        rows_v = np.nonzero(vol == v)[0]
+        rows_v = rows_v[np.argsort(slice_no[rows_v])]
         with torch.no_grad():
             po = torch.softmax(organ_net(torch.from_numpy(low["x"][rows_v, None])), 1)
         fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
         organ = (fg.numpy() > 0.5).astype(np.uint8)
         gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
-        x512 = np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v]).astype(np.float32) / 255.0
+        x512 = (
+            np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v]).astype(np.float32) / 255.0
+        )
         spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
         hu = x512 * 200.0 - 40.0
         shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
@@ -42,18 +59,39 @@ for k in range(4):
         for b in BANDS:
             lab = organ if b == 0 else refine_organ_boundary(organ, maps, spacing, b)
             out = combine_stage(lab, maps, spacing, spec, hu=hu)
-            res[b].append({**overlap(out >= 1, gt >= 1, "liver"), **overlap(out == 2, gt == 2, "tumour"),
-                           **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM), "fold": k, "patient": int(v)})
-        print(k, v, {b: round(2*res[b][-1]["liver_inter"]/res[b][-1]["liver_sum"], 4) for b in BANDS}, flush=True)
+            res[b].append(
+                {
+                    **overlap(out >= 1, gt >= 1, "liver"),
+                    **overlap(out == 2, gt == 2, "tumour"),
+                    **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM),
+                    "fold": k,
+                    "patient": int(v),
+                }
+            )
+        print(k, v, {b: round(2 * res[b][-1]["liver_inter"] / res[b][-1]["liver_sum"], 4) for b in BANDS}, flush=True)
 summary = {}
 for b in BANDS:
     f = [pooled_dice([i for i in res[b] if i["fold"] == k], "liver", "128") for k in range(4)]
     t = [pooled_dice([i for i in res[b] if i["fold"] == k], "tumour") for k in range(4)]
-    det = sum(i["detected_10mm"] for i in res[b]); big = sum(i["lesions_10mm"] for i in res[b]); fl = sum(i["false"] for i in res[b])
-    summary[str(b)] = {"liver_dice_128_folds": [round(x, 4) for x in f], "liver_mean_sd": [round(np.mean(f), 4), round(np.std(f, ddof=1), 4)],
-                       "liver_pooled_128": round(pooled_dice(res[b], "liver", "128"), 4),
-                       "tumour_dice_512_folds": [round(x, 4) for x in t], "tumour_mean_sd": [round(np.mean(t), 4), round(np.std(t, ddof=1), 4)],
-                       "detected_10mm": f"{det}/{big}", "false_per_patient": round(fl / len(res[b]), 2)}
+    det = sum(i["detected_10mm"] for i in res[b])
+    big = sum(i["lesions_10mm"] for i in res[b])
+    fl = sum(i["false"] for i in res[b])
+    summary[str(b)] = {
+        "liver_dice_128_folds": [round(x, 4) for x in f],
+        "liver_mean_sd": [round(np.mean(f), 4), round(np.std(f, ddof=1), 4)],
+        "liver_pooled_128": round(pooled_dice(res[b], "liver", "128"), 4),
+        "tumour_dice_512_folds": [round(x, 4) for x in t],
+        "tumour_mean_sd": [round(np.mean(t), 4), round(np.std(t, ddof=1), 4)],
+        "detected_10mm": f"{det}/{big}",
+        "false_per_patient": round(fl / len(res[b]), 2),
+    }
     print(b, summary[str(b)], flush=True)
-json.dump({"note": "organ_band_mm experiment: LiTS 4-fold CV, fold organ nets + stage folds, shipped 1.5 stage spec; band 0 = 1.5",
-           "summary": summary}, open("/work/main/training/segmentation/results/cv_organ_band.json", "w"), indent=1)
+json.dump(
+    {
+        "note": "organ_band_mm experiment: LiTS 4-fold CV, fold organ nets + stage folds, the stage settings of "
+        "STAGE_INFERENCE (lesion rules of the shipped card) with the band replaced; band 0 = no band",
+        "summary": summary,
+    },
+    open(Path(__file__).resolve().parent / "results" / "cv_organ_band.json", "w"),
+    indent=1,
+)
