@@ -20,12 +20,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", default="0,1,2,3,final")
     ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--tag", default="", help="run folders runs/stage{tag}_fold{k} (e.g. _i1600 for a longer pilot)")
     args = ap.parse_args()
     data = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
     slices = load_stage_slices(data, STAGE_DEFAULTS["pixel_mm"])
     for f in args.folds.split(","):
         fold = -1 if f == "final" else int(f)
-        out = RUNS / f"stage_{'final' if fold < 0 else f'fold{fold}'}"
+        out = RUNS / f"stage{args.tag}_{'final' if fold < 0 else f'fold{fold}'}"
         res = train_tumour_stage(data, out, iterations=args.iterations, fold=fold, slices=slices, resume=True,
                                  log=lambda m, o=out: print(o.name, m, flush=True))
         print(out.name, "done", res["seconds"], "s", flush=True)
