@@ -32,7 +32,7 @@ SCORES = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contrast rule
 
 
-def build_cache():
+def build_cache(cache: Path = CACHE, stage_tag: str = ""):
     """Run each fold's organ network and stage on its held-out patients and cache the outputs (step 1)."""
     import torch
     import torch.nn.functional as F
@@ -56,10 +56,10 @@ def build_cache():
     rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
     vol = low["vol"]
     slice_no = np.array([int(r[1]) for r in rows])
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     for k in range(4):
         organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
-        stage = _net(STAGE_ARCH, RUNS / f"stage_fold{k}" / "weights.safetensors")
+        stage = _net(STAGE_ARCH, RUNS / f"stage{stage_tag}_fold{k}" / "weights.safetensors")
         for v in patient_folds(vol, 4)[k]:
             rows_v = np.nonzero(vol == v)[0]
             rows_v = rows_v[np.argsort(slice_no[rows_v])]
@@ -80,7 +80,7 @@ def build_cache():
             score = np.zeros(out.shape, np.float16)
             score[maps[0]] = maps[3]
             np.savez_compressed(
-                CACHE / f"p{int(v)}.npz",
+                cache / f"p{int(v)}.npz",
                 out=out,
                 gt=gt,
                 score=score,
@@ -146,6 +146,7 @@ def main():
     """Score every rule per patient, choose nested, write the report (step 2)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--recache", action="store_true")
+    ap.add_argument("--stage-tag", default="", help="stages of runs/stage{tag}_fold{k} (train_tumour_stage_cv --tag)")
     ap.add_argument(
         "--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)"
     )
@@ -153,12 +154,13 @@ def main():
     a = ap.parse_args()
     global ABSOLUTE
     ABSOLUTE = a.absolute
-    if a.recache or not any(CACHE.glob("p*.npz")):
-        build_cache()
+    cache = RUNS / f"lesion_cache{a.stage_tag}"
+    if a.recache or not any(cache.glob("p*.npz")):
+        build_cache(cache, a.stage_tag)
     pixel_mm = 0.75
     per, fold_of, liver = {}, {}, {}
     tables = {}
-    for f in sorted(CACHE.glob("p*.npz")):
+    for f in sorted(cache.glob("p*.npz")):
         d = np.load(f)
         v = f.stem[1:]
         fold_of[v] = int(d["fold"])
