@@ -31,6 +31,7 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         card = attach_tumour_stage(MODEL, args.stage, tmp, version=args.version)
+        iterations = int(card["training"]["stage"]["iterations"])
         cv = json.loads(Path(args.cv).read_text())["summary"]
         keep = ("unionref_nested", "pipeline", "oracle_region", "union_nested", "pooled_all_patients")
         card["metrics"]["lits_cv_tumour_stage"] = {
@@ -47,12 +48,13 @@ def main():
             card["metrics"]["lits_cv_lesion_rules"] = {
                 "nested": lesion["summary"]["nested"], "without_rules_min10": lesion["summary"]["shipped_min10"],
                 "final_rule": lesion["summary"]["final_rule"], "per_fold_choice": [f["chosen"] for f in lesion["folds"]],
-                "source": "training/segmentation/results/cv_lesion_filter.json (lesion_filter_cv.py --absolute)"}
+                "source": f"training/segmentation/{args.lesion_cv.split('training/segmentation/')[-1]} "
+                          "(lesion_filter_cv.py --absolute)"}
         if args.external:
             card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(Path(args.external).read_text())
         card["training"]["reproduce"] = (
             "napari-medai train segment --data ../shared/data/ct/lits-slices-2d --recipe cascade "
-            "--organ-iterations 1334 --tumour-iterations 1000 --stage-iterations 800 --pixel-mm 3.0 "
+            f"--organ-iterations 1334 --tumour-iterations 1000 --stage-iterations {iterations} --pixel-mm 3.0 "
             f"--version {args.version} -o runs/liver-tumor-ct")
         card["training"]["reproduce_note"] = (
             "organ and tumour networks: the 1.2 weights (same recipe and random draws as the research script "
@@ -60,7 +62,7 @@ def main():
             "augmentation moved to MONAI transforms, so a rerun gives equivalent, not bit-identical, weights")
         card["training_data"] = card["training_data"].split(" Tumour stage:")[0] + (" Tumour stage: the same 660 slices at 1.0 mm (LiTS pixels taken as 0.75 mm), "
                                   "three neighbouring slices as channels, 128 px patches around the liver, "
-                                  "800 iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
+                                  f"{iterations} iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
         card["notes"] = (
             "Organ at 3.0 mm pixels (coarse boundaries); tumours from a 1.0 mm 2.5-D stage inside the organ's "
             "box, its 1 mm boundary within 3 mm of the organ's; lesions under 10 mm, below a mean p(tumour) of 0.7 or within 30 HU of the liver dropped: tumour labels are research output with false lesions on scans "
