@@ -38,7 +38,6 @@ from napari_medai.segmentation.tumour_stage import (
     STAGE_DEFAULTS,
     combine_stage,
     hu_shift,
-    load_stage_slices,
     stage_maps,
 )
 
@@ -71,6 +70,39 @@ def lesion_stats(pred: np.ndarray, gt: np.ndarray, pixel_mm: float, min_mm: floa
 
 MIN_LESION_MM = (0.0, 3.0, 5.0, 7.0, 10.0)
 LIVER_HU_REFERENCE = 92.0  # median of the 16 LiTS patients' liver medians (training data)
+# rows of the folder are 2 original slices apart: dz = context_mm gives the training neighbours
+SPACING = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
+
+
+def held_out_patients(folds=(0, 1, 2, 3), stage_tag: str = ""):
+    """For each fold k and each of its held-out patients, in slice order: (k, volume id, the fold's stage
+    network, the organ from the fold's organ network (uint8, 512x512), the manual labels, the green channel
+    in [0, 1] (the [-40, 160] HU window)). The one loader of the CV scripts (lesion_filter_cv, organ_band_cv)."""
+    folder = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
+    low = load_slice_folder(folder)  # 128x128, the organ network's input
+    rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
+    slice_no = np.array([int(r[1]) for r in rows])
+    for k in folds:
+        organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
+        stage = _net(STAGE_ARCH, RUNS / f"stage{stage_tag}_fold{k}" / "weights.safetensors")
+        for v in patient_folds(low["vol"], 4)[k]:
+            rows_v = np.nonzero(low["vol"] == v)[0]
+            rows_v = rows_v[np.argsort(slice_no[rows_v])]
+            with torch.no_grad():
+                po = torch.softmax(organ_net(torch.from_numpy(low["x"][rows_v, None])), 1)
+            fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
+            organ = (fg.numpy() > 0.5).astype(np.uint8)
+            gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
+            x512 = np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v])
+            yield k, int(v), stage, organ, gt, x512.astype(np.float32) / 255.0
+
+
+def reference_maps(stage, x512: np.ndarray, organ: np.ndarray) -> tuple:
+    """(HU, stage_maps) as the shipped card runs the stage: the input shifted so the organ's median is the
+    training livers' (liver_hu_reference)."""
+    hu = x512 * 200.0 - 40.0
+    shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
+    return hu, stage_maps(stage, x512, organ >= 1, SPACING, STAGE_SPEC, shifted=shifted)
 
 
 def overlap(pred: np.ndarray, gt: np.ndarray, name: str) -> dict:
@@ -118,48 +150,26 @@ def main():
     ap.add_argument("--out", default=str(HERE / "results" / "cv_tumour_stage.json"))
     ap.add_argument("--folds", default="0,1,2,3")
     args = ap.parse_args()
-    folder = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
-    low = load_slice_folder(folder)  # 128x128, the organ network's input
-    hi = load_stage_slices(folder, 1.0)
-    rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
-    vol = low["vol"]
     report = {"folds": [], "per_patient": {}, "min_lesion_candidates_mm": list(MIN_LESION_MM)}
     # variant -> (organ from the fold's network or the label, region rule, min lesion size in mm)
     variants = {"pipeline": ("organ", "organ", 0.0), "oracle_region": ("label", "organ", 0.0)}
     variants.update({f"union_min{m:g}": ("organ", "union", m) for m in MIN_LESION_MM})
     variants.update({f"unionref_min{m:g}": ("organ_ref", "union", m) for m in MIN_LESION_MM})
     patient_fold = {}
-    for k in (int(f) for f in args.folds.split(",")):
-        organ = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
-        stage = _net(STAGE_ARCH, RUNS / f"stage_fold{k}" / "weights.safetensors")
-        val_ids = patient_folds(vol, 4)[k]
-        for v in val_ids:
-            patient_fold[str(int(v))] = k
-            rows_v = np.nonzero(vol == v)[0]
-            rows_v = rows_v[np.argsort(hi["slice"][rows_v])]
-            with torch.no_grad():
-                po = torch.softmax(organ(torch.from_numpy(low["x"][rows_v, None])), 1)
-            fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
-            starts = {"organ": (fg.numpy() > 0.5).astype(np.uint8)}
-            gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
-            starts["label"] = (gt >= 1).astype(np.uint8)
-            x512 = np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v])
-            x512 = x512.astype(np.float32) / 255.0  # the green channel: the [-40, 160] HU window
-            # rows of the folder are 2 original slices apart: dz = context_mm gives the training neighbours
-            spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
-            maps = {key: stage_maps(stage, x512, lab >= 1, spacing, STAGE_SPEC) for key, lab in starts.items()}
-            # liver_hu_reference: the input shifted so the organ's median is the training livers' median
-            hu, organ_mask = x512 * 200.0 - 40.0, starts["organ"] >= 1
-            shifted = (hu, hu_shift(hu, organ_mask, LIVER_HU_REFERENCE), (-40.0, 160.0))
-            maps["organ_ref"] = stage_maps(stage, x512, organ_mask, spacing, STAGE_SPEC, shifted=shifted)
-            starts["organ_ref"] = starts["organ"]
-            for name, (start_from, rule, min_mm) in variants.items():
-                spec = {**STAGE_SPEC, "region": rule, "min_lesion_mm": min_mm}
-                out = combine_stage(starts[start_from], maps[start_from], spacing, spec)
-                report["per_patient"].setdefault(str(int(v)), {})[name] = {
-                    **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM),
-                    **overlap(out == 2, gt == 2, "tumour"), **overlap(out >= 1, gt >= 1, "liver")}
-        print("fold", k, "done", flush=True)
+    for k, v, stage, organ, gt, x512 in held_out_patients([int(f) for f in args.folds.split(",")]):
+        patient_fold[str(v)] = k
+        starts = {"organ": organ, "label": (gt >= 1).astype(np.uint8)}
+        maps = {key: stage_maps(stage, x512, lab >= 1, SPACING, STAGE_SPEC) for key, lab in starts.items()}
+        # liver_hu_reference: the input shifted so the organ's median is the training livers' median
+        _, maps["organ_ref"] = reference_maps(stage, x512, organ)
+        starts["organ_ref"] = organ
+        for name, (start_from, rule, min_mm) in variants.items():
+            spec = {**STAGE_SPEC, "region": rule, "min_lesion_mm": min_mm}
+            out = combine_stage(starts[start_from], maps[start_from], SPACING, spec)
+            report["per_patient"].setdefault(str(v), {})[name] = {
+                **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM),
+                **overlap(out == 2, gt == 2, "tumour"), **overlap(out >= 1, gt >= 1, "liver")}
+        print("fold", k, "patient", v, "done", flush=True)
     per = report["per_patient"]
     for k in sorted(set(patient_fold.values())):
         ids = [p for p, f in patient_fold.items() if f == k]

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from evaluate_tumour_stage import LIVER_HU_REFERENCE, RUNS, STAGE_SPEC, _net, overlap, pooled_dice
+from evaluate_tumour_stage import RUNS, SPACING, STAGE_SPEC, held_out_patients, overlap, pooled_dice, reference_maps
 from scipy import ndimage
 
 ABSOLUTE = False  # --absolute: darker or brighter than the liver
@@ -34,60 +34,19 @@ CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contras
 
 def build_cache(cache: Path = CACHE, stage_tag: str = ""):
     """Run each fold's organ network and stage on its held-out patients and cache the outputs (step 1)."""
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
+    from napari_medai.segmentation.tumour_stage import STAGE_INFERENCE, combine_stage, refine_organ_boundary
 
-    from napari_medai.data_paths import shared_data_dir
-    from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder, patient_folds
-    from napari_medai.segmentation.tumour_stage import (
-        LITS_PIXEL_MM,
-        STAGE_ARCH,
-        STAGE_DEFAULTS,
-        STAGE_INFERENCE,
-        combine_stage,
-        hu_shift,
-        refine_organ_boundary,
-        stage_maps,
-    )
-
-    folder = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
-    low = load_slice_folder(folder)
-    rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
-    vol = low["vol"]
-    slice_no = np.array([int(r[1]) for r in rows])
     cache.mkdir(parents=True, exist_ok=True)
-    for k in range(4):
-        organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
-        stage = _net(STAGE_ARCH, RUNS / f"stage{stage_tag}_fold{k}" / "weights.safetensors")
-        for v in patient_folds(vol, 4)[k]:
-            rows_v = np.nonzero(vol == v)[0]
-            rows_v = rows_v[np.argsort(slice_no[rows_v])]
-            with torch.no_grad():
-                po = torch.softmax(organ_net(torch.from_numpy(low["x"][rows_v, None])), 1)
-            fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
-            organ = (fg.numpy() > 0.5).astype(np.uint8)
-            gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
-            x512 = np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v])
-            x512 = x512.astype(np.float32) / 255.0
-            spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
-            hu = x512 * 200.0 - 40.0
-            shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
-            maps = stage_maps(stage, x512, organ >= 1, spacing, STAGE_SPEC, shifted=shifted)
-            band = STAGE_INFERENCE.get("organ_band_mm", 0.0)  # the shipped boundary redrawing (1.6)
-            organ = refine_organ_boundary(organ, maps, spacing, band) if band > 0 else organ
-            out = combine_stage(organ, maps, spacing, {**STAGE_SPEC, "region": "union", "min_lesion_mm": 0.0})
-            score = np.zeros(out.shape, np.float16)
-            score[maps[0]] = maps[3]
-            np.savez_compressed(
-                cache / f"p{int(v)}.npz",
-                out=out,
-                gt=gt,
-                score=score,
-                fold=k,
-                green=np.round(x512 * 255).astype(np.uint8),
-            )
-            print("fold", k, "patient", int(v), flush=True)
+    for k, v, stage, organ, gt, x512 in held_out_patients(stage_tag=stage_tag):
+        _, maps = reference_maps(stage, x512, organ)
+        band = STAGE_INFERENCE.get("organ_band_mm", 0.0)  # the shipped boundary redrawing (1.6)
+        organ = refine_organ_boundary(organ, maps, SPACING, band) if band > 0 else organ
+        out = combine_stage(organ, maps, SPACING, {**STAGE_SPEC, "region": "union", "min_lesion_mm": 0.0})
+        score = np.zeros(out.shape, np.float16)
+        score[maps[0]] = maps[3]
+        green = np.round(x512 * 255).astype(np.uint8)
+        np.savez_compressed(cache / f"p{v}.npz", out=out, gt=gt, score=score, fold=k, green=green)
+        print("fold", k, "patient", v, flush=True)
 
 
 def lesion_table(out, gt, score, hu, pixel_mm):

@@ -12,63 +12,41 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from evaluate_tumour_stage import LIVER_HU_REFERENCE, RUNS, STAGE_SPEC, _net, lesion_stats, overlap, pooled_dice
-from PIL import Image
-
-from napari_medai.data_paths import shared_data_dir
-from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder, patient_folds
-from napari_medai.segmentation.tumour_stage import (
-    LITS_PIXEL_MM,
-    STAGE_ARCH,
-    STAGE_DEFAULTS,
-    STAGE_INFERENCE,
-    combine_stage,
-    hu_shift,
-    refine_organ_boundary,
-    stage_maps,
+from evaluate_tumour_stage import (
+    SPACING,
+    STAGE_SPEC,
+    held_out_patients,
+    lesion_stats,
+    overlap,
+    pooled_dice,
+    reference_maps,
 )
 
-folder = shared_data_dir() / "ct" / "lits-slices-2d"
-low = load_slice_folder(folder)
-rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
-vol = low["vol"]
-slice_no = np.array([int(r[1]) for r in rows])
+from napari_medai.segmentation.tumour_stage import (
+    LITS_PIXEL_MM,
+    STAGE_INFERENCE,
+    combine_stage,
+    refine_organ_boundary,
+)
+
 BANDS = [0.0, 3.0, 4.0, 6.0]
 res = {b: [] for b in BANDS}
-for k in range(4):
-    organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
-    stage = _net(STAGE_ARCH, RUNS / f"stage_fold{k}" / "weights.safetensors")
-    for v in patient_folds(vol, 4)[k]:
-        rows_v = np.nonzero(vol == v)[0]
-        rows_v = rows_v[np.argsort(slice_no[rows_v])]
-        with torch.no_grad():
-            po = torch.softmax(organ_net(torch.from_numpy(low["x"][rows_v, None])), 1)
-        fg = F.interpolate(1.0 - po[:, :1], size=(512, 512), mode="bilinear", align_corners=False)[:, 0]
-        organ = (fg.numpy() > 0.5).astype(np.uint8)
-        gt = np.stack([np.asarray(Image.open(folder / rows[i][6])) for i in rows_v])
-        x512 = (
-            np.stack([np.asarray(Image.open(folder / rows[i][5]))[..., 1] for i in rows_v]).astype(np.float32) / 255.0
+for k, v, stage, organ, gt, x512 in held_out_patients():
+    hu, maps = reference_maps(stage, x512, organ)
+    spec = {**STAGE_SPEC, **STAGE_INFERENCE}
+    for b in BANDS:
+        lab = organ if b == 0 else refine_organ_boundary(organ, maps, SPACING, b)
+        out = combine_stage(lab, maps, SPACING, spec, hu=hu)
+        res[b].append(
+            {
+                **overlap(out >= 1, gt >= 1, "liver"),
+                **overlap(out == 2, gt == 2, "tumour"),
+                **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM),
+                "fold": k,
+                "patient": int(v),
+            }
         )
-        spacing = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
-        hu = x512 * 200.0 - 40.0
-        shifted = (hu, hu_shift(hu, organ >= 1, LIVER_HU_REFERENCE), (-40.0, 160.0))
-        maps = stage_maps(stage, x512, organ >= 1, spacing, STAGE_SPEC, shifted=shifted)
-        spec = {**STAGE_SPEC, **STAGE_INFERENCE}
-        for b in BANDS:
-            lab = organ if b == 0 else refine_organ_boundary(organ, maps, spacing, b)
-            out = combine_stage(lab, maps, spacing, spec, hu=hu)
-            res[b].append(
-                {
-                    **overlap(out >= 1, gt >= 1, "liver"),
-                    **overlap(out == 2, gt == 2, "tumour"),
-                    **lesion_stats(out == 2, gt == 2, LITS_PIXEL_MM),
-                    "fold": k,
-                    "patient": int(v),
-                }
-            )
-        print(k, v, {b: round(2 * res[b][-1]["liver_inter"] / res[b][-1]["liver_sum"], 4) for b in BANDS}, flush=True)
+    print(k, v, {b: round(2 * res[b][-1]["liver_inter"] / res[b][-1]["liver_sum"], 4) for b in BANDS}, flush=True)
 summary = {}
 for b in BANDS:
     f = [pooled_dice([i for i in res[b] if i["fold"] == k], "liver", "128") for k in range(4)]

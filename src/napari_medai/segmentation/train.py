@@ -409,6 +409,15 @@ def patient_folds(vol: np.ndarray, k: int) -> list:
     return [ids[i::k] for i in range(k)]
 
 
+def held_out_volumes(vol: np.ndarray, fold: int, folds: int) -> np.ndarray:
+    """The patients (volume ids) fold ``fold`` holds out (none for ``fold`` < 0: train on all)."""
+    if fold < 0:
+        return np.array([], int)
+    if not 0 <= fold < folds:
+        raise MedaiError(f"--fold {fold} outside 0..{folds - 1}")
+    return patient_folds(vol, folds)[fold]
+
+
 def run_training_loop(net, opt, g, config: dict, out: Path, *, iterations: int, lr: float,
                       next_batch: Callable[[], tuple], loss_fn, name: str, resume: bool, checkpoint_every: int,
                       progress: Progress, should_stop: ShouldStop, log: Callable[[str], None]) -> tuple:
@@ -540,13 +549,8 @@ def train_slice_network(
         raise MedaiError(f"output {out} is a file; give a folder")
     d = slices if slices is not None else load_slice_folder(data)
     x, y, vol = d["x"], d["y"], d["vol"]
-    if fold >= 0:
-        if not 0 <= fold < folds:
-            raise MedaiError(f"--fold {fold} outside 0..{folds - 1}")
-        val_ids = patient_folds(vol, folds)[fold]
-        va = np.isin(vol, val_ids)
-    else:
-        val_ids, va = np.array([], int), np.zeros(len(vol), bool)
+    val_ids = held_out_volumes(vol, fold, folds)
+    va = np.isin(vol, val_ids)
     xtr, ytr = x[~va], y[~va]
     weights = np.where(ytr.reshape(len(ytr), -1).max(1) == 2, oversample, 1.0)
     xt, yt = torch.from_numpy(xtr[:, None]), torch.from_numpy(ytr[:, None].astype(np.float32))

@@ -157,7 +157,7 @@ def train_tumour_stage(
 
     from ..augment import ct_slices
     from .networks import build_network
-    from .train import patient_folds, run_training_loop, save_weights
+    from .train import held_out_volumes, run_training_loop, save_weights
 
     progress, should_stop = callbacks(progress, should_stop)
     log = log or (lambda message: None)
@@ -173,12 +173,7 @@ def train_tumour_stage(
         raise MedaiError(f"output {out} is a file; give a folder")
     d = slices if slices is not None else load_stage_slices(data, cfg["pixel_mm"])
     vol = d["vol"]
-    if fold >= 0:
-        if not 0 <= fold < folds:
-            raise MedaiError(f"--fold {fold} outside 0..{folds - 1}")
-        val_ids = patient_folds(vol, folds)[fold]
-    else:
-        val_ids = np.array([], int)
+    val_ids = held_out_volumes(vol, fold, folds)
     train_rows = np.nonzero(~np.isin(vol, val_ids))[0]
     has_tumour = d["y"][train_rows].reshape(len(train_rows), -1).max(1)
     weights = np.where(has_tumour == 2, cfg["tumour_oversample"], np.where(has_tumour == 1, 1.0, 0.3))
