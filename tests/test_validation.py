@@ -108,6 +108,18 @@ def test_validate_ct_hu_passes_packaged_ct_slice_and_phantom():
         validate_ct_hu(volume)
 
 
+def test_validate_ct_hu_names_a_missing_rescale_intercept():
+    """Raw CT numbers (HU + 1024, as uint16 exports without RescaleIntercept store them) are refused with
+    the fix in the message; the packaged CT and one of its slices, unshifted, pass (above)."""
+    from napari_medai.segmentation.core import validate_ct_hu
+
+    ct, _ = _ct()
+    for raw in ((ct.astype(np.int32) + 1024).clip(0).astype(np.uint16), (ct[15] + 1024).astype(np.float32)):
+        with pytest.raises(MedaiError, match="without its rescale intercept") as info:
+            validate_ct_hu(raw)
+        assert "subtract 1024" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_validate_ct_hu_passes_every_shared_ct_and_refuses_the_mr(shared_data):
     from napari_medai.segmentation.core import validate_ct_hu
 
@@ -118,6 +130,8 @@ def test_validate_ct_hu_passes_every_shared_ct_and_refuses_the_mr(shared_data):
     for path in paths:
         if path.exists():
             validate_ct_hu(np.asarray(_load(path).data), path.name)
+            with pytest.raises(MedaiError, match="rescale intercept"):  # the same CT as raw CT numbers
+                validate_ct_hu(np.asarray(_load(path).data).astype(np.float32) + 1024, path.name)
     # LiTS slices converted back to HU through the green channel (HU = G/255*200 - 40) pass too
     lits = sorted((ct / "lits-slices-2d" / "images").glob("*"))[:3]
     for path in lits:

@@ -138,6 +138,12 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
                          "give the CT in HU (air about -1000, soft tissue 0-100)")
     dark = float(np.mean(sample <= -30))
     soft = float(np.mean((sample >= -100) & (sample <= 300)))
+    raw_numbers = np.quantile(sample, 0.01) > -100 and np.mean(sample <= 200) >= 0.05
+    if dark < 0.005 and raw_numbers and np.mean(abs(sample - 1124) <= 200) >= 0.1:
+        # air near 0 and soft tissue near 1024-1224: raw CT numbers without the rescale intercept, a common export
+        raise MedaiError(f"{what} looks like a CT stored without its rescale intercept (values {lo:.0f}..{hi:.0f}: air "
+                         "near 0 and soft tissue near 1024-1224, not -1000 and 0-200 HU); subtract 1024, or export "
+                         "it with RescaleSlope/RescaleIntercept applied")
     if dark < 0.005:
         raise MedaiError(f"{what} has no air or fat ({dark:.1%} of voxels <= -30 HU; values {lo:.0f}..{hi:.0f}): "
                          "it is not a CT in Hounsfield units (MR, ultrasound or a picture?); give a CT in HU with "
