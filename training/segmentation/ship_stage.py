@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from napari_medai.segmentation.tumour_stage import attach_tumour_stage
+from napari_medai.segmentation.tumour_stage import STAGE_INFERENCE, attach_tumour_stage
 
 MODEL = Path(__file__).resolve().parents[2] / "src" / "napari_medai" / "models" / "liver-tumor-ct"
 
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--version", required=True)
     ap.add_argument("--external", default=None)
     ap.add_argument("--lesion-cv", default=None, help="lesion_filter_cv.py's report (the lesion rules, 1.5)")
+    ap.add_argument("--stage-compare", default=None, help="stage_compare_cv.py's report (1.7: stage at 1600 iterations)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         card = attach_tumour_stage(MODEL, args.stage, tmp, version=args.version)
@@ -37,6 +38,7 @@ def main():
         card["metrics"]["lits_cv_tumour_stage"] = {
             **{k: v for k, v in cv.items() if k.startswith(keep)},
             "source": "training/segmentation/results/cv_tumour_stage.json",
+            "stage": "the 800-iteration stage of 1.4-1.6 (1.7's stage: lits_cv_lesion_rules, lits_cv_stage_compare)",
             "shipped_variant": "unionref_nested (union region, liver_hu_reference, min_lesion_mm chosen on the other "
             "three folds: 10 mm in every fold); from 1.5 the lesion rules of lits_cv_lesion_rules replace the 10 mm",
             "cases": "VALIDATION: LiTS patient-grouped CV folds; the union and HU-reference rules were chosen on them "
@@ -50,6 +52,13 @@ def main():
                 "final_rule": lesion["summary"]["final_rule"], "per_fold_choice": [f["chosen"] for f in lesion["folds"]],
                 "source": f"training/segmentation/{args.lesion_cv.split('training/segmentation/')[-1]} "
                           "(lesion_filter_cv.py --absolute)"}
+        if args.stage_compare:
+            card["metrics"]["lits_cv_stage_compare"] = {
+                **json.loads(Path(args.stage_compare).read_text()),
+                "source": "training/segmentation/results/cv_stage_compare.json (stage_compare_cv.py)",
+                "decision": "1.7 ships the 1600-iteration stage: a second decision on CV figures already seen (the "
+                "session-7 rule, nested fold-mean tumour Dice >= 0.532, had held it back at 0.502); the rule for it "
+                "was written before the stage ran on the validation CTs and crops, and every clause held there"}
         if args.external:
             card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(Path(args.external).read_text())
         card["training"]["reproduce"] = (
@@ -58,15 +67,20 @@ def main():
             f"--version {args.version} -o runs/liver-tumor-ct")
         card["training"]["reproduce_note"] = (
             "organ and tumour networks: the 1.2 weights (same recipe and random draws as the research script "
-            "that trained them); stage: trained with napari_medai.segmentation.tumour_stage before the trainers' "
-            "augmentation moved to MONAI transforms, so a rerun gives equivalent, not bit-identical, weights")
+            "that trained them; their augmentation has since moved to MONAI transforms, so a rerun gives equivalent, "
+            "not bit-identical, weights); stage (from 1.7): trained by tumour_stage.train_tumour_stage, the function "
+            "behind --recipe tumour-stage and the cascade's stage, with the current augmentation "
+            "(training/segmentation/train_tumour_stage_cv.py --tag _i1600 --iterations 1600, its 'final' run)")
         card["training_data"] = card["training_data"].split(" Tumour stage:")[0] + (" Tumour stage: the same 660 slices at 1.0 mm (LiTS pixels taken as 0.75 mm), "
                                   "three neighbouring slices as channels, 128 px patches around the liver, "
                                   f"{iterations} iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
         card["notes"] = (
             "Organ at 3.0 mm pixels (coarse boundaries); tumours from a 1.0 mm 2.5-D stage inside the organ's "
-            "box, its 1 mm boundary within 3 mm of the organ's; lesions under 10 mm, below a mean p(tumour) of 0.7 or within 30 HU of the liver dropped: tumour labels are research output with false lesions on scans "
-            "unlike LiTS (see MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses).")
+            "box, its 1 mm boundary within 3 mm of the organ's; lesions under {min_lesion_mm:g} mm, below a mean p(tumour) of "
+            "{min_lesion_score:g} or within {min_lesion_contrast_hu:g} HU of the liver dropped: tumour labels are research output "
+            "with false lesions on scans "
+            "unlike LiTS (see MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses).").format(
+            **STAGE_INFERENCE)
         (Path(tmp) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         for name in ("weights.safetensors", "card.json"):
             shutil.copyfile(Path(tmp) / name, MODEL / name)
