@@ -50,7 +50,26 @@ def test_non_contrast_liver_gets_a_note(sample_result):
     assert "median is 4" in contrast and "70-200 HU" in contrast
     # and the plausibility note (#15): its 30 slices cut the liver at both ends
     assert [n for n in sample_result.notes if n != contrast] == [
-        "the liver reaches the first and last slice: it is cut by the field of view and its volume is underestimated"]
+        "the liver reaches the lowest (inferior) and top (superior) slice: it is cut by the field of view and its "
+        "volume is underestimated"]
+
+
+def test_notes_do_not_depend_on_the_voxel_order(sample_ct, sample_result):
+    """The same CT stored x-major with reversed axes (its affine says so) gets the same labels, voxel for
+    voxel, and the same notes: the field-of-view note looks at axial slices, not at the array's axis 0."""
+    affine = sample_ct.geometry.affine_ras()
+    perm = (2, 1, 0)
+    stored = np.ascontiguousarray(np.asarray(sample_ct.data).transpose(perm)[::-1, :, ::-1])
+    moved = affine.copy()
+    moved[:3, :3] = affine[:3, list(perm)]
+    for axis in (0, 2):
+        moved[:3, 3] += moved[:3, axis] * (stored.shape[axis] - 1)
+        moved[:3, axis] *= -1
+    spacing = tuple(np.asarray(sample_ct.geometry.spacing)[list(perm)])
+    other = segment(stored, spacing=spacing, affine=moved, device="cpu")
+    expected = np.ascontiguousarray(sample_result.labels.transpose(perm)[::-1, :, ::-1])
+    assert np.array_equal(other.labels, expected)
+    assert other.notes == sample_result.notes
 
 
 def test_contrast_note_rule():

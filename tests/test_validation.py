@@ -181,6 +181,28 @@ def test_plausibility_notes_on_true_masks():
     assert plausibility_notes(labels, sp, {1: "kidney"}) == []  # not a liver model: no notes
 
 
+def test_plausibility_note_on_a_large_tumour_beside_the_liver():
+    """A 200 ml tumour block sticking out of the liver (a quarter of its surface on liver) gets the note;
+    the same block inside the liver, and a small one sticking out, do not."""
+    from napari_medai.segmentation.core import LIVER_NAMES, plausibility_notes, tumour_liver_contact
+
+    sp = (2.0, 1.0, 1.0)
+    labels = np.zeros((80, 200, 200), np.uint8)
+    labels[10:70, 20:180, 20:120] = 1  # 1.92 l of liver
+    outside = labels.copy()
+    outside[20:45, 60:120, 110:180] = 2  # 25 x 60 x 70 voxels = 210 ml, 10 of its 70 columns inside the liver
+    [(_, _, contact)] = tumour_liver_contact(outside)
+    assert 0.05 < contact < 0.5
+    [note] = plausibility_notes(outside, sp, LIVER_NAMES)
+    assert note.startswith("a 210 ml tumour region borders the liver on only") and "beside the liver" in note
+    inside = labels.copy()
+    inside[20:45, 60:120, 30:100] = 2  # the same 210 ml, surrounded by liver
+    assert tumour_liver_contact(inside)[0][2] == 1.0 and plausibility_notes(inside, sp, LIVER_NAMES) == []
+    small = labels.copy()
+    small[20:30, 60:80, 110:140] = 2  # 12 ml sticking out: under LARGE_TUMOUR_ML
+    assert plausibility_notes(small, sp, LIVER_NAMES) == []
+
+
 def test_segment_json_carries_the_field_of_view_note(tmp_path, capsys):
     pytest.importorskip("torch")
     from napari_medai.cli.main import main

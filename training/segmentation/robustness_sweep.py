@@ -91,7 +91,7 @@ def main():
             sp = np.linalg.norm(a[:3, :3], axis=0)
             r = segment(v, spacing=tuple(sp), affine=a, model=args.model, device="cpu")
             rows[name] = {"liver_dice": round(dice(r.labels >= 1, g), 4), "shape": list(v.shape),
-                          "tumour_ml": round(r.volumes_ml.get("tumour", 0.0), 1), "notes": len(r.notes)}
+                          "tumour_ml": round(r.volumes_ml.get("tumour", 0.0), 1), "notes": [n[:60] for n in r.notes]}
             print(case, name, rows[name], flush=True)
         z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))  # the slice with the most liver, as a 2-D image
         r = segment(ct[z], spacing=tuple(spacing[1:]), model=args.model, device="cpu")
