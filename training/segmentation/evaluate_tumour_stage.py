@@ -74,16 +74,17 @@ LIVER_HU_REFERENCE = 92.0  # median of the 16 LiTS patients' liver medians (trai
 SPACING = (STAGE_DEFAULTS["context_mm"], LITS_PIXEL_MM, LITS_PIXEL_MM)
 
 
-def held_out_patients(folds=(0, 1, 2, 3), stage_tag: str = ""):
+def held_out_patients(folds=(0, 1, 2, 3), stage_tag: str = "", organ_tag: str = "cv14"):
     """For each fold k and each of its held-out patients, in slice order: (k, volume id, the fold's stage
     network, the organ from the fold's organ network (uint8, 512x512), the manual labels, the green channel
-    in [0, 1] (the [-40, 160] HU window)). The one loader of the CV scripts (lesion_filter_cv, organ_band_cv)."""
+    in [0, 1] (the [-40, 160] HU window)). The one loader of the CV scripts (lesion_filter_cv, organ_band_cv).
+    Organ networks: runs/{organ_tag}_organ_fold{k} (cv14: 450 iterations; s8: the shipped 1334)."""
     folder = (shared_data_dir() or Path("../shared/data")) / "ct" / "lits-slices-2d"
     low = load_slice_folder(folder)  # 128x128, the organ network's input
     rows = [r.split(",") for r in (folder / "index.csv").read_text().splitlines()[1:]]
     slice_no = np.array([int(r[1]) for r in rows])
     for k in folds:
-        organ_net = _net(UNET_ARCH, RUNS / f"cv14_organ_fold{k}" / "weights.safetensors")
+        organ_net = _net(UNET_ARCH, RUNS / f"{organ_tag}_organ_fold{k}" / "weights.safetensors")
         stage = _net(STAGE_ARCH, RUNS / f"stage{stage_tag}_fold{k}" / "weights.safetensors")
         for v in patient_folds(low["vol"], 4)[k]:
             rows_v = np.nonzero(low["vol"] == v)[0]

@@ -32,12 +32,12 @@ SCORES = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contrast rule
 
 
-def build_cache(cache: Path = CACHE, stage_tag: str = ""):
+def build_cache(cache: Path = CACHE, stage_tag: str = "", organ_tag: str = "cv14"):
     """Run each fold's organ network and stage on its held-out patients and cache the outputs (step 1)."""
     from napari_medai.segmentation.tumour_stage import STAGE_INFERENCE, combine_stage, refine_organ_boundary
 
     cache.mkdir(parents=True, exist_ok=True)
-    for k, v, stage, organ, gt, x512 in held_out_patients(stage_tag=stage_tag):
+    for k, v, stage, organ, gt, x512 in held_out_patients(stage_tag=stage_tag, organ_tag=organ_tag):
         _, maps = reference_maps(stage, x512, organ)
         band = STAGE_INFERENCE.get("organ_band_mm", 0.0)  # the shipped boundary redrawing (1.6)
         organ = refine_organ_boundary(organ, maps, SPACING, band) if band > 0 else organ
@@ -106,6 +106,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--recache", action="store_true")
     ap.add_argument("--stage-tag", default="", help="stages of runs/stage{tag}_fold{k} (train_tumour_stage_cv --tag)")
+    ap.add_argument("--organ-tag", default="cv14", help="organ networks of runs/{tag}_organ_fold{k} (s8: 1334 its)")
     ap.add_argument(
         "--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)"
     )
@@ -113,9 +114,9 @@ def main():
     a = ap.parse_args()
     global ABSOLUTE
     ABSOLUTE = a.absolute
-    cache = RUNS / f"lesion_cache{a.stage_tag}"
+    cache = RUNS / f"lesion_cache{a.stage_tag}{'' if a.organ_tag == 'cv14' else '_' + a.organ_tag}"
     if a.recache or not any(cache.glob("p*.npz")):
-        build_cache(cache, a.stage_tag)
+        build_cache(cache, a.stage_tag, a.organ_tag)
     pixel_mm = 0.75
     per, fold_of, liver = {}, {}, {}
     tables = {}
