@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--external", default=None)
     ap.add_argument("--lesion-cv", default=None, help="lesion_filter_cv.py's report (the lesion rules, 1.5)")
     ap.add_argument("--stage-compare", default=None, help="stage_compare_cv.py's report (1.7: stage at 1600 iterations)")
+    ap.add_argument("--metric", action="append", default=[], metavar="NAME=JSON",
+                    help="another report to carry under metrics[NAME] (repeatable)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         card = attach_tumour_stage(MODEL, args.stage, tmp, version=args.version)
@@ -59,6 +61,14 @@ def main():
                 "decision": "1.7 ships the 1600-iteration stage: a second decision on CV figures already seen (the "
                 "session-7 rule, nested fold-mean tumour Dice >= 0.532, had held it back at 0.502); the rule for it "
                 "was written before the stage ran on the validation CTs and crops, and every clause held there"}
+        for item in args.metric:
+            name, path = item.split("=", 1)
+            report = json.loads(Path(path).read_text())
+            if "summary" in report:  # a lesion_filter_cv report: its summary and folds, not the whole rule grid
+                summary = {k: v for k, v in report["summary"].items() if k != "all_rules_all_patients"}
+                report = {"summary": summary, "folds": report["folds"], "note": report.get("note", "")}
+            card["metrics"][name] = {**report,
+                                     "source": "training/segmentation/" + path.split("training/segmentation/")[-1]}
         if args.external:
             card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(Path(args.external).read_text())
         card["training"]["reproduce"] = (
