@@ -109,3 +109,23 @@ def test_canonical_orientation_lives_in_geometry_and_round_trips():
         g = Geometry.from_affine_ras(affine)
         assert g.canonical_orientation() == (p, f)
     assert canonical_orientation(None, 3) == ((0, 1, 2), ())
+
+
+def test_reorder_with_affine_keeps_every_voxel_in_place():
+    """The same image in another voxel order: a voxel's value and its RAS position travel together, and the
+    canonical order of the reordered copy undoes the reordering."""
+    from napari_medai.io.geometry import canonical_orientation, reorder_with_affine, to_canonical
+
+    rng = np.random.default_rng(1)
+    vol = rng.random((4, 5, 6))
+    affine = np.diag([3.0, -0.8, 0.7, 1.0])
+    affine[:3, 3] = (10.0, -20.0, 5.0)
+    stored, moved = reorder_with_affine(vol, affine, (2, 0, 1), (0, 2))
+    assert stored.shape == (6, 4, 5)
+    for index in [(0, 0, 0), (5, 3, 4), (2, 1, 3)]:
+        k, i, j = index  # stored[k, i, j] = vol[i, 4 - j, 5 - k]: axes (2, 0, 1), then axes 0 and 2 flipped
+        source = (i, 4 - j, 5 - k)
+        assert stored[index] == vol[source]
+        np.testing.assert_allclose(moved @ (*index, 1.0), affine @ (*source, 1.0))
+    p, f = canonical_orientation(moved, 3)
+    np.testing.assert_array_equal(to_canonical(stored, p, f), to_canonical(vol, *canonical_orientation(affine, 3)))

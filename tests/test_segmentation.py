@@ -57,14 +57,11 @@ def test_non_contrast_liver_gets_a_note(sample_result):
 def test_notes_do_not_depend_on_the_voxel_order(sample_ct, sample_result):
     """The same CT stored x-major with reversed axes (its affine says so) gets the same labels, voxel for
     voxel, and the same notes: the field-of-view note looks at axial slices, not at the array's axis 0."""
-    affine = sample_ct.geometry.affine_ras()
+    from napari_medai.io.geometry import reorder_with_affine
+
     perm = (2, 1, 0)
-    stored = np.ascontiguousarray(np.asarray(sample_ct.data).transpose(perm)[::-1, :, ::-1])
-    moved = affine.copy()
-    moved[:3, :3] = affine[:3, list(perm)]
-    for axis in (0, 2):
-        moved[:3, 3] += moved[:3, axis] * (stored.shape[axis] - 1)
-        moved[:3, axis] *= -1
+    stored, moved = reorder_with_affine(np.asarray(sample_ct.data), sample_ct.geometry.affine_ras(), perm, (0, 2))
+    assert np.array_equal(stored, np.asarray(sample_ct.data).transpose(perm)[::-1, :, ::-1])
     spacing = tuple(np.asarray(sample_ct.geometry.spacing)[list(perm)])
     other = segment(stored, spacing=spacing, affine=moved, device="cpu")
     expected = np.ascontiguousarray(sample_result.labels.transpose(perm)[::-1, :, ::-1])

@@ -101,6 +101,33 @@ def rule_stats(t, rule):
     }
 
 
+def load_tables(cache: Path, pixel_mm: float = 0.75) -> tuple:
+    """Per cached patient: its lesion table (:func:`lesion_table`), its liver overlap counts and its fold."""
+    tables, liver, fold_of = {}, {}, {}
+    for f in sorted(cache.glob("p*.npz")):
+        d = np.load(f)
+        v = f.stem[1:]
+        fold_of[v] = int(d["fold"])
+        hu = d["green"].astype(np.float32) / 255.0 * 200.0 - 40.0
+        tables[v] = lesion_table(d["out"], d["gt"], d["score"], hu, pixel_mm)
+        liver[v] = overlap(d["out"] >= 1, d["gt"] >= 1, "liver")
+        print("patient", v, "lesions", len(tables[v]["lesions"]), flush=True)
+    return tables, liver, fold_of
+
+
+def summarize(items: list) -> dict:
+    """Detection, false lesions and pooled Dice over patients' :func:`rule_stats` (+ liver overlap) records."""
+    return {
+        "detected_10mm": sum(i["detected_10mm"] for i in items),
+        "lesions_10mm": sum(i["lesions_10mm"] for i in items),
+        "false": sum(i["false"] for i in items),
+        "patients": len(items),
+        "false_per_patient": sum(i["false"] for i in items) / len(items),
+        "tumour_dice_512": pooled_dice(items, "tumour"),
+        "liver_dice_128": pooled_dice(items, "liver", "128"),
+    }
+
+
 def main():
     """Score every rule per patient, choose nested, write the report (step 2)."""
     ap = argparse.ArgumentParser()
@@ -117,33 +144,14 @@ def main():
     cache = RUNS / f"lesion_cache{a.stage_tag}{'' if a.organ_tag == 'cv14' else '_' + a.organ_tag}"
     if a.recache or not any(cache.glob("p*.npz")):
         build_cache(cache, a.stage_tag, a.organ_tag)
-    pixel_mm = 0.75
-    per, fold_of, liver = {}, {}, {}
-    tables = {}
-    for f in sorted(cache.glob("p*.npz")):
-        d = np.load(f)
-        v = f.stem[1:]
-        fold_of[v] = int(d["fold"])
-        hu = d["green"].astype(np.float32) / 255.0 * 200.0 - 40.0
-        tables[v] = lesion_table(d["out"], d["gt"], d["score"], hu, pixel_mm)
-        liver[v] = overlap(d["out"] >= 1, d["gt"] >= 1, "liver")
-        print("patient", v, "lesions", len(tables[v]["lesions"]), flush=True)
-    for v, t in tables.items():
-        per[v] = {
-            rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)
-        }
+    tables, liver, fold_of = load_tables(cache)
+    per = {
+        v: {rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)}
+        for v, t in tables.items()
+    }
 
     def totals(ids, rule):
-        items = [per[p][rule] for p in ids]
-        return {
-            "detected_10mm": sum(i["detected_10mm"] for i in items),
-            "lesions_10mm": sum(i["lesions_10mm"] for i in items),
-            "false": sum(i["false"] for i in items),
-            "patients": len(items),
-            "false_per_patient": sum(i["false"] for i in items) / len(items),
-            "tumour_dice_512": pooled_dice(items, "tumour"),
-            "liver_dice_128": pooled_dice(items, "liver", "128"),
-        }
+        return summarize([per[p][rule] for p in ids])
 
     def choose(ids):
         rules = list(per[ids[0]])

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_medai.data_paths import shared_data_dir
 from napari_medai.errors import MedaiError
+from napari_medai.io.geometry import reorder_with_affine
 from napari_medai.io.readers import load_image
 from napari_medai.segmentation.core import segment
 from napari_medai.segmentation.metrics import dice
@@ -33,20 +34,10 @@ CASES = {"chaos1": ("chaos-ct-1/chaos_ct_01_ct.nii.gz", "chaos-ct-1/chaos_ct_01_
          "ircadb07": ("ircadb-07/ircadb01_07_ct.nii.gz", "ircadb-07/ircadb01_07_label.nii.gz")}
 
 
-def reversed_axes(ct, gt, affine):
-    """Every axis stored in the opposite direction: same physical image."""
-    a = affine.copy()
-    for k, n in enumerate(ct.shape):
-        a[:3, 3] += a[:3, k] * (n - 1)
-        a[:3, k] *= -1
-    return ct[::-1, ::-1, ::-1].copy(), gt[::-1, ::-1, ::-1].copy(), a
-
-
-def transposed_axes(ct, gt, affine, perm=(2, 1, 0)):
-    """Axes stored in another order (an x-major array, as some converters write it)."""
-    a = affine.copy()
-    a[:3, :3] = affine[:3, list(perm)]
-    return np.ascontiguousarray(ct.transpose(perm)), np.ascontiguousarray(gt.transpose(perm)), a
+def stored_otherwise(ct, gt, affine, perm, flips):
+    """The same image and label stored in another voxel order, with the affine that says so."""
+    moved_ct, moved = reorder_with_affine(ct, affine, perm, flips)
+    return moved_ct, reorder_with_affine(gt, affine, perm, flips)[0], moved
 
 
 def thicker(ct, gt, affine, step):
@@ -62,8 +53,8 @@ def variants(ct, gt, affine):
 
     rng = np.random.default_rng(0)
     yield "whole", ct, gt, affine
-    yield ("reversed_axes", *reversed_axes(ct, gt, affine))
-    yield ("transposed_axes", *transposed_axes(ct, gt, affine))
+    yield ("reversed_axes", *stored_otherwise(ct, gt, affine, (0, 1, 2), (0, 1, 2)))
+    yield ("transposed_axes", *stored_otherwise(ct, gt, affine, (2, 1, 0), ()))  # x-major, as some converters write
     yield ("slices_x2", *thicker(ct, gt, affine, 2))
     yield ("slices_x3", *thicker(ct, gt, affine, 3))
     yield "noise_30hu", (ct + rng.normal(0, 30, ct.shape)).astype(np.float32), gt, affine

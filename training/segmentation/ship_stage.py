@@ -20,6 +20,11 @@ from napari_medai.segmentation.tumour_stage import STAGE_INFERENCE, attach_tumou
 MODEL = Path(__file__).resolve().parents[2] / "src" / "napari_medai" / "models" / "liver-tumor-ct"
 
 
+def repo_path(path: str) -> str:
+    """A report's path as the card cites it: relative to the repository."""
+    return "training/segmentation/" + str(path).split("training/segmentation/")[-1]
+
+
 def main():
     """Write the model folder's weights and card."""
     ap = argparse.ArgumentParser()
@@ -52,12 +57,11 @@ def main():
             card["metrics"]["lits_cv_lesion_rules"] = {
                 "nested": lesion["summary"]["nested"], "without_rules_min10": lesion["summary"]["shipped_min10"],
                 "final_rule": lesion["summary"]["final_rule"], "per_fold_choice": [f["chosen"] for f in lesion["folds"]],
-                "source": f"training/segmentation/{args.lesion_cv.split('training/segmentation/')[-1]} "
-                          "(lesion_filter_cv.py --absolute)"}
+                "source": f"{repo_path(args.lesion_cv)} (lesion_filter_cv.py --absolute)"}
         if args.stage_compare:
             card["metrics"]["lits_cv_stage_compare"] = {
                 **json.loads(Path(args.stage_compare).read_text()),
-                "source": "training/segmentation/results/cv_stage_compare.json (stage_compare_cv.py)",
+                "source": f"{repo_path(args.stage_compare)} (stage_compare_cv.py)",
                 "decision": "1.7 ships the 1600-iteration stage: a second decision on CV figures already seen (the "
                 "session-7 rule, nested fold-mean tumour Dice >= 0.532, had held it back at 0.502); the rule for it "
                 "was written before the stage ran on the validation CTs and crops, and every clause held there"}
@@ -67,8 +71,7 @@ def main():
             if "summary" in report:  # a lesion_filter_cv report: its summary and folds, not the whole rule grid
                 summary = {k: v for k, v in report["summary"].items() if k != "all_rules_all_patients"}
                 report = {"summary": summary, "folds": report["folds"], "note": report.get("note", "")}
-            card["metrics"][name] = {**report,
-                                     "source": "training/segmentation/" + path.split("training/segmentation/")[-1]}
+            card["metrics"][name] = {**report, "source": repo_path(path)}
         if args.external:
             card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(Path(args.external).read_text())
         card["training"]["reproduce"] = (

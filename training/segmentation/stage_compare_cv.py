@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lesion_filter_cv as lesion_cv
 import numpy as np
-from evaluate_tumour_stage import RUNS, overlap, pooled_dice
+from evaluate_tumour_stage import RUNS
 
 HERE = Path(__file__).resolve().parent
 RULES = {"rule_1.6 (10 mm, 0.7, 30 HU)": (10.0, 0.7, 30.0), "rule_1.7 (10 mm, 0.75, 15 HU)": (10.0, 0.75, 15.0),
@@ -26,15 +26,10 @@ RULES = {"rule_1.6 (10 mm, 0.7, 30 HU)": (10.0, 0.7, 30.0), "rule_1.7 (10 mm, 0.
 
 def scores(tag: str) -> dict:
     """Per patient: fold, liver Dice (full resolution) and the counts of every fixed rule."""
-    per = {}
-    for f in sorted((RUNS / f"lesion_cache{tag}").glob("p*.npz")):
-        d = np.load(f)
-        hu = d["green"].astype(np.float32) / 255.0 * 200.0 - 40.0
-        table = lesion_cv.lesion_table(d["out"], d["gt"], d["score"], hu, 0.75)
-        liver = overlap(d["out"] >= 1, d["gt"] >= 1, "liver")
-        per[f.stem[1:]] = {"fold": int(d["fold"]), "liver_dice": 2 * liver["liver_inter"] / liver["liver_sum"],
-                           **{name: {**lesion_cv.rule_stats(table, r), **liver} for name, r in RULES.items()}}
-    return per
+    tables, liver, fold_of = lesion_cv.load_tables(RUNS / f"lesion_cache{tag}")
+    return {v: {"fold": fold_of[v], "liver_dice": 2 * liver[v]["liver_inter"] / liver[v]["liver_sum"],
+                **{name: {**lesion_cv.rule_stats(t, r), **liver[v]} for name, r in RULES.items()}}
+            for v, t in tables.items()}
 
 
 def main():
@@ -50,18 +45,15 @@ def main():
     for tag in tags:
         rows = {}
         for name in RULES:
-            folds = []
-            for k in range(4):
-                items = [p[name] for p in per[tag].values() if p["fold"] == k]
-                folds.append(pooled_dice(items, "tumour"))
-            items = [p[name] for p in per[tag].values()]
-            found = sum(i["detected_10mm"] for i in items)
+            folds = [lesion_cv.summarize([p[name] for p in per[tag].values() if p["fold"] == k])["tumour_dice_512"]
+                     for k in range(4)]
+            total = lesion_cv.summarize([p[name] for p in per[tag].values()])
             rows[name] = {"tumour_dice_folds": [round(x, 4) for x in folds],
                           "tumour_dice_mean_sd": [round(float(np.mean(folds)), 4),
                                                   round(float(np.std(folds, ddof=1)), 4)],
-                          "tumour_dice_pooled": round(pooled_dice(items, "tumour"), 4),
-                          "detected_10mm": f"{found}/{sum(i['lesions_10mm'] for i in items)}",
-                          "false_per_patient": round(sum(i["false"] for i in items) / len(items), 2)}
+                          "tumour_dice_pooled": round(total["tumour_dice_512"], 4),
+                          "detected_10mm": f"{total['detected_10mm']}/{total['lesions_10mm']}",
+                          "false_per_patient": round(total["false_per_patient"], 2)}
         patients = sorted(per[tag].items(), key=lambda x: int(x[0]))
         rows["liver_dice_per_patient"] = {v: round(p["liver_dice"], 4) for v, p in patients}
         report["stages"][tag or "_i800"] = rows

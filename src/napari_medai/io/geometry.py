@@ -180,6 +180,18 @@ def to_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
     return out
 
 
+def reorder_with_affine(array: np.ndarray, affine: np.ndarray, perm: tuple, flips: tuple) -> tuple:
+    """``(to_canonical(array, perm, flips), affine)`` with the affine (index -> RAS mm) moved along, so
+    every voxel keeps its position in the world: the same image stored in another voxel order."""
+    out = np.ascontiguousarray(to_canonical(array, perm, flips))
+    moved = np.array(affine, dtype=float)
+    moved[:3, :3] = moved[:3, list(perm)]
+    for axis in flips:
+        moved[:3, 3] += moved[:3, axis] * (out.shape[axis] - 1)
+        moved[:3, axis] *= -1
+    return out, moved
+
+
 def from_canonical(array: np.ndarray, perm: tuple, flips: tuple) -> np.ndarray:
     """Undo :func:`to_canonical`: back to the source array's axis order (C-contiguous)."""
     out = array

@@ -119,7 +119,8 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
     Refused: RGB(A) pictures; 8-bit (uint8 / bool) data, i.e. photos, screenshots, B-mode ultrasound and
     exported JPEG/PNG slices; a value span under 100 (normalised or z-scored data); fewer than 0.5 % of
     voxels at or below -30 HU (air, lung or fat: every CT field of view holds some, pictures, MR and
-    ultrasound hold none); fewer than 2 % of voxels in the soft-tissue range -100..300 HU. Measured on
+    ultrasound hold none; raw CT numbers stored without the rescale intercept, HU + 1024, get their own
+    message); fewer than 2 % of voxels in the soft-tissue range -100..300 HU. Measured on
     the shared CTs (CHAOS, full-abdomen, IRCADb-07, TotalSegmentator NIfTI and DICOM, the packaged sample,
     the phantom): at least 61 % of voxels <= -30 HU and 30 % soft tissue; the TotalSegmentator MR: 0 %
     <= -30. Only run for models that expect HU (a card ``window_hu``).
@@ -138,13 +139,13 @@ def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
                          "give the CT in HU (air about -1000, soft tissue 0-100)")
     dark = float(np.mean(sample <= -30))
     soft = float(np.mean((sample >= -100) & (sample <= 300)))
-    raw_numbers = np.quantile(sample, 0.01) > -100 and np.mean(sample <= 200) >= 0.05
-    if dark < 0.005 and raw_numbers and np.mean(abs(sample - 1124) <= 200) >= 0.1:
-        # air near 0 and soft tissue near 1024-1224: raw CT numbers without the rescale intercept, a common export
-        raise MedaiError(f"{what} looks like a CT stored without its rescale intercept (values {lo:.0f}..{hi:.0f}: air "
-                         "near 0 and soft tissue near 1024-1224, not -1000 and 0-200 HU); subtract 1024, or export "
-                         "it with RescaleSlope/RescaleIntercept applied")
     if dark < 0.005:
+        # air near 0 and soft tissue near 1024-1224: raw CT numbers without the rescale intercept, a common export
+        if (np.quantile(sample, 0.01) > -100 and np.mean(sample <= 200) >= 0.05
+                and np.mean(np.abs(sample - 1124) <= 200) >= 0.1):
+            raise MedaiError(f"{what} looks like a CT stored without its rescale intercept (values {lo:.0f}..{hi:.0f}: "
+                             "air near 0 and soft tissue near 1024-1224, not -1000 and 0-200 HU); subtract 1024, or "
+                             "export it with RescaleSlope/RescaleIntercept applied")
         raise MedaiError(f"{what} has no air or fat ({dark:.1%} of voxels <= -30 HU; values {lo:.0f}..{hi:.0f}): "
                          "it is not a CT in Hounsfield units (MR, ultrasound or a picture?); give a CT in HU with "
                          "some air or fat in view")
@@ -462,14 +463,18 @@ def _drop_extrahepatic_tumour(labels: np.ndarray, min_liver_contact: float) -> n
     return out
 
 
-def tumour_liver_contact(labels: np.ndarray) -> list:
+def tumour_liver_contact(labels: np.ndarray, min_voxels: int = 0) -> list:
     """(box, mask within the box, share of its one-voxel outer shell that is liver) per connected tumour
-    component of liver (1) / tumour (2) labels."""
+    component of liver (1) / tumour (2) labels with at least ``min_voxels`` voxels."""
     from scipy import ndimage
 
     comps, n = ndimage.label(labels == 2)
+    if min_voxels > 0:
+        sizes = np.bincount(comps.ravel(), minlength=n + 1)
     found = []
     for index, box in enumerate(ndimage.find_objects(comps), start=1):
+        if min_voxels > 0 and sizes[index] < min_voxels:
+            continue
         box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
         comp = comps[box] == index
         ring = labels[box][ndimage.binary_dilation(comp) & ~comp]
@@ -606,7 +611,8 @@ def plausibility_notes(labels: np.ndarray, spacing: Sequence[float], names: dict
     if "liver" not in set(names.values()):
         return []
     labels = np.asarray(labels)
-    if set(names.values()) <= {"liver", "tumour"}:
+    cascade = set(names.values()) <= {"liver", "tumour"}  # liver (1) with its tumours (2)
+    if cascade:
         liver = labels >= 1
     else:
         liver = labels == next(k for k, v in names.items() if v == "liver")
@@ -627,10 +633,11 @@ def plausibility_notes(labels: np.ndarray, spacing: Sequence[float], names: dict
         if cut:
             notes.append(f"the liver reaches the {' and '.join(cut)} slice: it is cut by the field of view and its "
                          "volume is underestimated")
-        if set(names.values()) <= {"liver", "tumour"}:
-            for _, comp, contact in tumour_liver_contact(labels):
-                ml = float(np.count_nonzero(comp)) * float(np.prod(spacing)) / 1000.0
-                if ml >= LARGE_TUMOUR_ML and contact < EXOPHYTIC_CONTACT:
+        if cascade:
+            voxel_ml = float(np.prod(spacing)) / 1000.0
+            for _, comp, contact in tumour_liver_contact(labels, int(np.ceil(LARGE_TUMOUR_ML / voxel_ml))):
+                ml = float(np.count_nonzero(comp)) * voxel_ml
+                if contact < EXOPHYTIC_CONTACT:
                     notes.append(f"a {ml:.0f} ml tumour region borders the liver on only {contact:.0%} of its "
                                  "surface: it may be a mass beside the liver rather than in it; check it before "
                                  "using the tumour and liver volumes")
