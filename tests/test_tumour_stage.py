@@ -108,6 +108,31 @@ def test_lesion_rules_drop_a_faint_lesion_and_keep_a_dark_one():
     assert rules.keeps(12.0, None, None)  # a rule without its array is not applied
 
 
+def test_lesion_size_on_its_extent_keeps_a_lesion_drawn_too_small():
+    """The size clause measures the lesion, or with lesion_extent_p its connected region of p(tumour) >= p inside
+    the organ region: a 5 px core (4 mm at 0.8 mm) with a p 0.3 halo of radius 8 px (12.5 mm across) passes a 10 mm
+    clause only on its extent, and the halo outside the region does not count."""
+    from napari_medai.segmentation.tumour_stage import LesionRules, _drop_lesions, lesion_diameters
+
+    z, y, x = np.mgrid[:3, :60, :60]
+    r2 = (y - 30) ** 2 + (x - 30) ** 2
+    core = r2 < 2.5**2
+    score = np.where(core, 0.9, np.where(r2 < 8**2, 0.3, 0.05)).astype(np.float32)
+    region = np.ones(core.shape, bool)
+    _, _, alone = lesion_diameters(core, 0.64)
+    _, _, extent = lesion_diameters(core, 0.64, score=score, region=region, extent_p=0.2)
+    _, _, strict = lesion_diameters(core, 0.64, score=score, region=region, extent_p=0.4)
+    _, _, cut = lesion_diameters(core, 0.64, score=score, region=region & (x < 31), extent_p=0.2)
+    assert alone == strict and abs(alone[0] - 2 * 0.8 * np.sqrt(21 / np.pi)) < 1e-6  # 21 px of the 5 px disc
+    assert abs(extent[0] - 2 * 0.8 * np.sqrt(193 / np.pi)) < 1e-6  # 193 px of the radius-8 disc
+    assert alone[0] < cut[0] < extent[0]
+    rules, extended = LesionRules(min_mm=10.0), LesionRules(min_mm=10.0, extent_p=0.2)
+    assert LesionRules.from_spec({"min_lesion_mm": 10.0, "lesion_extent_p": 0.2}).extent_p == 0.2
+    none = np.zeros(core.shape, bool)
+    assert not _drop_lesions(core, none, region.copy(), (0.8, 0.8), rules, score).any()
+    assert np.array_equal(_drop_lesions(core, none, region.copy(), (0.8, 0.8), extended, score), core)
+
+
 def test_organ_band_redraws_the_boundary_near_the_organ_only():
     """The 1 mm stage's p(background) redraws the cascade's boundary within organ_band_mm; farther out it is ignored."""
     from napari_medai.segmentation.tumour_stage import refine_organ_boundary

@@ -9,7 +9,9 @@ p(tumour). Step 2: every predicted 3-D lesion gets its size (equivalent diameter
 cross-section) and mean p(tumour); a rule (min size m, min mean score s) is chosen for fold k on the other
 three folds' patients only (the issue's targets: at most 1 false lesion per patient, then the most >= 10 mm
 lesions found, then the best pooled tumour Dice) and reported once on fold k. Lesion counting and Dice as
-in evaluate_tumour_stage.py (LiTS pixels taken as 0.75 mm; every 2nd slice).
+in evaluate_tumour_stage.py (LiTS pixels taken as 0.75 mm; every 2nd slice). ``--extents 0.4,0.3,0.2`` adds a
+fourth dimension: the size measured on the lesion's extent at p(tumour) >= t (``tumour_stage.lesion_diameters``,
+the card's ``lesion_extent_p``), as ``segment()`` would measure it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CACHE = RUNS / "lesion_cache"
 SIZES_MM = (0.0, 5.0, 7.0, 10.0, 12.0, 15.0)
 SCORES = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 CONTRASTS_HU = (-1000.0, 0.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # -1000: no contrast rule
+EXTENTS = (None,)  # --extents: size measured on the lesion (None) or its extent at p(tumour) >= t (1.8 test)
 
 
 def build_cache(cache: Path = CACHE, stage_tag: str = "", organ_tag: str = "cv14"):
@@ -54,17 +57,21 @@ def lesion_table(out, gt, score, hu, pixel_mm):
     liver's median minus the lesion's mean), voxels overlapping the real tumour; and per real lesion >= 10
     mm the predicted lesions that overlap it. Dropping a lesion leaves the others as they are, so every rule
     is scored from these tables (a dropped lesion becomes liver: liver Dice does not change)."""
+    from napari_medai.segmentation.tumour_stage import lesion_diameters
+
     tumour, real = out == 2, gt == 2
     cube = np.ones((3, 3, 3))
-    lab, n = ndimage.label(tumour, structure=cube)
+    lab, slices, diameters = lesion_diameters(tumour, pixel_mm**2, structure=cube)
+    extents = {t: lesion_diameters(tumour, pixel_mm**2, score=score.astype(np.float32), region=out >= 1,
+                                   extent_p=t, structure=cube)[2] for t in EXTENTS if t is not None}
     liver_median = float(np.median(hu[out == 1])) if (out == 1).any() else 0.0
     table = []
-    for index, sl in enumerate(ndimage.find_objects(lab), start=1):
+    for index, sl in enumerate(slices, start=1):
         comp = lab[sl] == index
-        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm**2
         table.append(
             {
-                "diameter": 2.0 * math.sqrt(area / math.pi),
+                "diameter": diameters[index - 1],
+                "extent_diameter": {t: d[index - 1] for t, d in extents.items()},
                 "score": float(score[sl][comp].astype(np.float32).mean()),
                 "contrast": liver_median - float(hu[sl][comp].mean()),
                 "inter": int((real[sl] & comp).sum()),
@@ -82,12 +89,14 @@ def lesion_table(out, gt, score, hu, pixel_mm):
 
 
 def rule_stats(t, rule):
-    """Detection, false lesions and Dice counts of one patient's table under rule (min mm, min score, min HU)."""
-    min_mm, min_score, min_contrast = rule
+    """Detection, false lesions and Dice counts of one patient's table under rule (min mm, min score, min HU[,
+    extent p: the size measured on the lesion's extent at p(tumour) >= p])."""
+    min_mm, min_score, min_contrast = rule[:3]
+    extent = rule[3] if len(rule) > 3 else None
     keep = {
         i + 1
         for i, les in enumerate(t["lesions"])
-        if les["diameter"] >= min_mm
+        if (les["diameter"] if extent is None else les["extent_diameter"][extent]) >= min_mm
         and les["score"] >= min_score
         and (abs(les["contrast"]) if ABSOLUTE else les["contrast"]) >= min_contrast
     }
@@ -137,16 +146,21 @@ def main():
     ap.add_argument(
         "--absolute", action="store_true", help="contrast rule on |liver - lesion| (hyperdense lesions too)"
     )
+    ap.add_argument("--extents", default="", help="extent thresholds as a 4th grid dimension, e.g. 0.4,0.3,0.2")
     ap.add_argument("--out", default=str(HERE / "results" / "cv_lesion_filter.json"))
     a = ap.parse_args()
-    global ABSOLUTE
+    global ABSOLUTE, EXTENTS
     ABSOLUTE = a.absolute
+    EXTENTS = (None, *(float(v) for v in a.extents.split(",") if v))
     cache = RUNS / f"lesion_cache{a.stage_tag}{'' if a.organ_tag == 'cv14' else '_' + a.organ_tag}"
     if a.recache or not any(cache.glob("p*.npz")):
         build_cache(cache, a.stage_tag, a.organ_tag)
     tables, liver, fold_of = load_tables(cache)
     per = {
-        v: {rule: {**rule_stats(t, rule), **liver[v]} for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU)}
+        v: {
+            rule if rule[3] is not None else rule[:3]: {**rule_stats(t, rule), **liver[v]}
+            for rule in itertools.product(SIZES_MM, SCORES, CONTRASTS_HU, EXTENTS)
+        }
         for v, t in tables.items()
     }
 
@@ -181,7 +195,8 @@ def main():
         fold = {
             "fold": k,
             "patients": ids,
-            "chosen": {"min_lesion_mm": rule[0], "min_score": rule[1], "min_contrast_hu": rule[2]},
+            "chosen": {"min_lesion_mm": rule[0], "min_score": rule[1], "min_contrast_hu": rule[2],
+                       **({"lesion_extent_p": rule[3]} if len(rule) > 3 else {})},
             "nested": totals(ids, rule),
             "shipped_min10": totals(ids, (10.0, 0.0, -1000.0)),
         }
@@ -206,16 +221,17 @@ def main():
     summary["nested"]["pooled_all_patients"] = {"tumour_dice_512": round(pooled_dice(nested_items, "tumour"), 4),
                                                 "liver_dice_128": round(pooled_dice(nested_items, "liver", "128"), 4)}
     summary["all_rules_all_patients"] = {
-        f"min{m:g}_score{s:g}_contrast{c:g}": {
-            k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, (m, s, c)).items()
+        f"min{r[0]:g}_score{r[1]:g}_contrast{r[2]:g}" + (f"_extent{r[3]:g}" if len(r) > 3 else ""): {
+            k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, r).items()
         }
-        for (m, s, c) in per[allp[0]]
+        for r in per[allp[0]]
     }
     final = choose(allp)  # the rule for the shipped card: the same selection on all 16 patients
     summary["final_rule"] = {
         "min_lesion_mm": final[0],
         "min_lesion_score": final[1],
         "min_lesion_contrast_hu": final[2],
+        **({"lesion_extent_p": final[3]} if len(final) > 3 else {}),
         "all_patients_not_nested": {
             k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in totals(allp, final).items()
         },

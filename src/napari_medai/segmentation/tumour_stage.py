@@ -222,11 +222,11 @@ def refine_tumour(net, data01: np.ndarray, labels: np.ndarray, spacing: tuple, s
     organ (LiTS CV fold 0: tumour Dice 0.06 inside the organ alone, 0.52 with the union); a joined lesion
     whose surface touches the liver on less than ``min_liver_contact`` of it (a mass next to the liver) is
     left out again. Lesions narrower than ``min_lesion_mm`` (equivalent diameter of their largest
-    cross-section), with a mean p(tumour) under ``min_lesion_score`` or a mean HU within
-    ``min_lesion_contrast_hu`` of the liver's median are dropped (:class:`LesionRules`; the contrast rule
-    needs ``hu``). With ``spec["liver_hu_reference"]`` and the HU volume ``hu`` + its
-    ``window``, the stage sees the volume shifted so that the organ's median HU is the reference (the
-    median liver of its training patients): another contrast phase or a fatty liver then looks like the
+    cross-section; on its extent at p(tumour) >= ``lesion_extent_p`` when that is set), with a mean p(tumour)
+    under ``min_lesion_score`` or a mean HU within ``min_lesion_contrast_hu`` of the liver's median are dropped
+    (:class:`LesionRules`; the contrast rule needs ``hu``). With ``spec["liver_hu_reference"]`` and the HU
+    volume ``hu`` + its ``window``, the stage sees the volume shifted so that the organ's median HU is the
+    reference (the median liver of its training patients): another contrast phase or a fatty liver then looks like the
     livers it learnt from, and lesions keep their contrast to the liver. Only slices that hold organ are
     read; the input is not modified."""
     organ = labels >= 1
@@ -363,16 +363,20 @@ def combine_stage(labels: np.ndarray, maps: tuple, spacing: tuple, spec: dict,
 class LesionRules:
     """Which 3-D lesions of the stage are kept: equivalent diameter of the largest cross-section >=
     ``min_mm``, mean p(tumour) >= ``min_score`` and |liver median - lesion mean| >= ``min_contrast_hu``
-    (chosen with nested LiTS CV: training/segmentation/lesion_filter_cv.py)."""
+    (chosen with nested LiTS CV: training/segmentation/lesion_filter_cv.py). With ``extent_p`` the size is
+    measured on the lesion's extent, the connected region of p(tumour) >= ``extent_p`` inside the organ region
+    that holds it (:func:`lesion_diameters`), because the stage draws many real lesions smaller than they are."""
 
-    def __init__(self, min_mm: float = 0.0, min_score: float = 0.0, min_contrast_hu: float = 0.0):
+    def __init__(self, min_mm: float = 0.0, min_score: float = 0.0, min_contrast_hu: float = 0.0,
+                 extent_p: Optional[float] = None):
         self.min_mm, self.min_score, self.min_contrast_hu = float(min_mm), float(min_score), float(min_contrast_hu)
+        self.extent_p = None if extent_p is None else float(extent_p)
 
     @classmethod
     def from_spec(cls, spec: dict) -> LesionRules:
         """The rules of a card's ``input_spec.tumour_stage`` (missing settings: no rule)."""
         return cls(spec.get("min_lesion_mm", 0.0), spec.get("min_lesion_score", 0.0),
-                   spec.get("min_lesion_contrast_hu", 0.0))
+                   spec.get("min_lesion_contrast_hu", 0.0), spec.get("lesion_extent_p"))
 
     @property
     def active(self) -> bool:
@@ -388,25 +392,49 @@ class LesionRules:
         return not (self.min_contrast_hu > 0 and contrast_hu is not None and abs(contrast_hu) < self.min_contrast_hu)
 
 
+def lesion_diameters(tumour: np.ndarray, pixel_area_mm2: float, *, score: Optional[np.ndarray] = None,
+                     region: Optional[np.ndarray] = None, extent_p: Optional[float] = None,
+                     structure: Optional[np.ndarray] = None) -> tuple:
+    """3-D lesions of a (z, y, x) ``tumour`` mask and the equivalent diameter (mm) of each one's largest axial
+    cross-section. With ``extent_p`` (and ``score``, p(tumour) of the same shape) a lesion is measured on the
+    connected region of ``tumour | (score >= extent_p) & region`` that holds it: its extent, which may join
+    neighbouring lesions. Returns (labels, slices, diameters), index i + 1 of labels for diameters[i]."""
+    from scipy import ndimage
+
+    comps, _ = ndimage.label(tumour, structure=structure)
+    slices = ndimage.find_objects(comps)
+
+    def widest(mask):
+        return 2.0 * math.sqrt(mask.reshape(mask.shape[0], -1).sum(1).max() * pixel_area_mm2 / math.pi)
+
+    if extent_p is None or score is None:
+        return comps, slices, [widest(comps[sl] == i) for i, sl in enumerate(slices, start=1)]
+    extent = tumour | ((score >= extent_p) & (region if region is not None else True))
+    extent_comps, _ = ndimage.label(extent, structure=structure)
+    extent_slices = ndimage.find_objects(extent_comps)
+    diameters = []
+    for i, sl in enumerate(slices, start=1):
+        outer = int(extent_comps[sl][comps[sl] == i].flat[0])  # a lesion lies inside one extent component
+        diameters.append(widest(extent_comps[extent_slices[outer - 1]] == outer))
+    return comps, slices, diameters
+
+
 def _drop_lesions(tumour: np.ndarray, added: np.ndarray, region: np.ndarray, spacing_yx: tuple,
                   rules: LesionRules, score: Optional[np.ndarray] = None,
                   hu: Optional[np.ndarray] = None) -> np.ndarray:
     """Tumour without the 3-D components ``rules`` rejects; their voxels become liver, or leave the region
     (``region`` is edited) where the union had added them. ``score`` (p(tumour)) and ``hu`` are arrays of
     ``tumour``'s shape; a rule whose array is missing is not applied."""
-    from scipy import ndimage
-
-    comps, n = ndimage.label(tumour)
-    pixel_area = float(spacing_yx[0] * spacing_yx[1])
     liver = region & ~tumour
     liver_median = float(np.median(hu[liver])) if hu is not None and liver.any() else None
+    comps, slices, diameters = lesion_diameters(tumour, float(spacing_yx[0] * spacing_yx[1]), score=score,
+                                                region=region, extent_p=rules.extent_p)
     keep = tumour.copy()
-    for index, sl in enumerate(ndimage.find_objects(comps), start=1):
+    for index, (sl, diameter) in enumerate(zip(slices, diameters), start=1):
         comp = comps[sl] == index
-        largest = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_area
         mean_score = None if score is None else float(score[sl][comp].astype(np.float32).mean())
         contrast = None if liver_median is None else liver_median - float(hu[sl][comp].astype(np.float32).mean())
-        if not rules.keeps(2.0 * math.sqrt(largest / math.pi), mean_score, contrast):
+        if not rules.keeps(diameter, mean_score, contrast):
             keep[sl][comp] = False
             region[sl][comp & added[sl]] = False
     return keep
