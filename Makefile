@@ -56,7 +56,7 @@ selftest: install
 
 # ruff with the rules in pyproject.toml ([tool.ruff.lint]); part of `make test`, so CI fails on a finding
 lint: install-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests training benchmarks
 
 test: install-test system-deps lint
 	QT_API=pyqt5 $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from napari_medai.sample_data import BMODE_FRAME, CT_VOLUME
 
 
 def make_cohort(folder: Path, tool: str, cases: int) -> list[str]:
+    """Copy the sample CT (and, for enhance, alternately the B-mode frame) into folder as N cases."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(cases):
@@ -31,6 +32,7 @@ def make_cohort(folder: Path, tool: str, cases: int) -> list[str]:
 
 
 def main() -> None:
+    """Time run_batch on the cohort with 1 and then 2 workers and print both rates and their ratio."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--tool", default="enhance", choices=["enhance", "segment"])
     parser.add_argument("--cases", type=int, default=24)
@@ -44,7 +46,8 @@ def main() -> None:
             seconds = time.perf_counter() - started
             assert not summary.failed, summary.failed
             rates[workers] = args.cases / seconds * 60
-            print(f"{args.tool}: {args.cases} cases, {workers} worker(s): {seconds:6.1f} s wall, {rates[workers]:6.1f} cases/min")
+            print(f"{args.tool}: {args.cases} cases, {workers} worker(s): {seconds:6.1f} s wall, "
+                  f"{rates[workers]:6.1f} cases/min")
     print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x  ({platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores)")
 

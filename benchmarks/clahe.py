@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def timeit(fn, repeats: int, warmup: int = 1) -> float:
+    """Call fn warmup times untimed, then return the median wall time in seconds of repeats calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -57,6 +58,7 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def load_inputs(quick: bool) -> dict:
+    """Return the named (mode, image) benchmark cases from the shared B-mode frame and CT, and notes on fallbacks."""
     from napari_medai.data_paths import shared_data_dir
 
     root = shared_data_dir()
@@ -81,7 +83,9 @@ def load_inputs(quick: bool) -> dict:
         rng = np.random.default_rng(1)
         ct = (rng.normal(0, 1, (146, 512, 512)).cumsum(1) * 20).astype(np.int16)
     inputs["2D 575x360 (US frame, uint8)"] = ("2d", cv2.resize(frame, (575, 360), interpolation=cv2.INTER_AREA))
-    inputs["2D 1024x1024 (US frame, uint8)"] = ("2d", cv2.resize(frame, (1024, 1024), interpolation=cv2.INTER_CUBIC))
+    inputs["2D 1024x1024 (US frame, uint8)"] = (
+        "2d", cv2.resize(frame, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    )
     z0 = (ct.shape[0] - 64) // 2
     n_slices = 8 if quick else 32
     inputs[f"slices {n_slices}x512x512 (CT, int16)"] = ("slices", np.ascontiguousarray(ct[z0:z0 + n_slices]))
@@ -92,6 +96,7 @@ def load_inputs(quick: bool) -> dict:
 
 
 def skimage_ref(mode: str, image: np.ndarray):
+    """Return a no-argument callable running scikit-image's CLAHE on image (integers shifted to start at 0)."""
     from skimage.exposure import equalize_adapthist
 
     if image.dtype.kind == "i":
@@ -102,6 +107,7 @@ def skimage_ref(mode: str, image: np.ndarray):
 
 
 def skimage_input(mode, image):
+    """Return image unchanged (unused; skimage_ref does the integer shift itself)."""
     if image.dtype.kind == "i":
         if mode == "slices":
             return image  # shifted per slice inside skimage_ref's lambda
@@ -125,7 +131,10 @@ def cold_start_costs() -> dict:
     with tempfile.TemporaryDirectory() as cache:
         for label in ("cold (empty numba cache: compile)", "warm (numba cache on disk)"):
             env["NUMBA_CACHE_DIR"] = cache
-            proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+            # check=False: a failing child is recorded (its last stderr line) in the table, not raised
+            proc = subprocess.run(
+                [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=False
+            )
             if proc.returncode != 0:
                 out[label] = proc.stderr.strip().splitlines()[-1:]
                 continue
@@ -136,6 +145,7 @@ def cold_start_costs() -> dict:
 
 
 def main(argv=None) -> int:
+    """Time every case with each implementation, print the table and optionally write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 7, quick 3)")
@@ -163,7 +173,7 @@ def main(argv=None) -> int:
     for name, (mode, image) in inputs.items():
         big = image.size > 20_000_000
         reps = max(2, repeats // 3) if big else repeats
-        ours = timeit(lambda: clahe(image, mode=mode, device="cpu"), reps)
+        ours = timeit(lambda image=image, mode=mode: clahe(image, mode=mode, device="cpu"), reps)
         row = {"case": name, "shape": list(image.shape), "mode": mode, "ours_numba_ms": ours * 1e3}
         ref_fn = skimage_ref(mode, image)
         sk_reps = 1 if big else max(2, reps // 2)
@@ -173,15 +183,19 @@ def main(argv=None) -> int:
         row["parity_mean"], row["parity_max"] = float(diff.mean()), float(diff.max())
         row["skimage_over_ours"] = row["skimage_ms"] / row["ours_numba_ms"]
         if not big:
-            t_torch = timeit(lambda: clahe(image, mode=mode, backend="torch", device="cpu"), max(2, reps // 2))
+            t_torch = timeit(
+                lambda image=image, mode=mode: clahe(image, mode=mode, backend="torch", device="cpu"), max(2, reps // 2)
+            )
             row["ours_torch_cpu_ms"] = t_torch * 1e3
         if mode == "2d" and cv2 is not None:
             cl = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-            row["opencv_ms"] = timeit(lambda: cl.apply(image), repeats * 3) * 1e3
+            row["opencv_ms"] = timeit(lambda cl=cl, image=image: cl.apply(image), repeats * 3) * 1e3
             row["ours_over_opencv"] = row["ours_numba_ms"] / row["opencv_ms"]
         if mode == "2d" and equalize_clahe is not None:
             x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
-            row["kornia_cpu_ms"] = timeit(lambda: equalize_clahe(x, clip_limit=2.0, grid_size=(8, 8)), max(2, reps // 2)) * 1e3
+            row["kornia_cpu_ms"] = timeit(
+                lambda x=x: equalize_clahe(x, clip_limit=2.0, grid_size=(8, 8)), max(2, reps // 2)
+            ) * 1e3
         rows.append(row)
         print(f"done: {name}", file=sys.stderr)
 
@@ -239,20 +253,24 @@ def _fmt(value, digits=1):
 
 
 def print_table(rows, meta, cold) -> None:
+    """Print the run's header, a Markdown table of the rows and the fresh-process first-call costs."""
     print(f"# CLAHE benchmark {meta['date']} - {meta['cpu_model']}, {meta['machine']}")
     print(f"numba {meta['versions']['numba']} ({meta['numba_threads']} threads, {meta['numba_threading_layer']}), "
-          f"torch {meta['versions']['torch']} ({meta['torch_threads']} threads), skimage {meta['versions']['skimage']}, "
+          f"torch {meta['versions']['torch']} ({meta['torch_threads']} threads), "
+          f"skimage {meta['versions']['skimage']}, "
           f"OpenCV {meta['versions']['cv2']}, kornia {meta['versions']['kornia']}; load average before/after "
           f"{meta['load_average_before_after']}; OMP_WAIT_POLICY={meta['omp_wait_policy']}; median of "
           f"{meta['repeats']} runs after warm-up")
     for note in meta["notes"]:
         print(f"note: {note}")
     print()
-    print("| case | ours (numba) ms | ours (torch CPU) ms | scikit-image ms | skimage / ours | OpenCV ms | ours / OpenCV | kornia CPU ms | parity mean / max |")
+    print("| case | ours (numba) ms | ours (torch CPU) ms | scikit-image ms | skimage / ours | OpenCV ms "
+          "| ours / OpenCV | kornia CPU ms | parity mean / max |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {_fmt(r['ours_numba_ms'], 2)} | {_fmt(r.get('ours_torch_cpu_ms'))} | {_fmt(r['skimage_ms'])} | "
-              f"**{_fmt(r['skimage_over_ours'])}x** | {_fmt(r.get('opencv_ms'), 2)} | {_fmt(r.get('ours_over_opencv'), 2)}"
+        print(f"| {r['case']} | {_fmt(r['ours_numba_ms'], 2)} | {_fmt(r.get('ours_torch_cpu_ms'))} | "
+              f"{_fmt(r['skimage_ms'])} | **{_fmt(r['skimage_over_ours'])}x** | {_fmt(r.get('opencv_ms'), 2)} | "
+              f"{_fmt(r.get('ours_over_opencv'), 2)}"
               f"{'x' if r.get('ours_over_opencv') else ''} | {_fmt(r.get('kornia_cpu_ms'))} | "
               f"{r['parity_mean']:.1e} / {r['parity_max']:.1e} |")
     if cold:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def rss_mb() -> float:
+    """Return this process's resident set size in MB from /proc (NaN where unavailable)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -37,6 +38,7 @@ def rss_mb() -> float:
 
 
 def synthetic(n: int, dim: int, n_centres: int, seed: int, spread: float = 0.35) -> np.ndarray:
+    """Draw n L2-normalised descriptors scattered around n_centres random unit centres."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_centres, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -51,17 +53,19 @@ def synthetic(n: int, dim: int, n_centres: int, seed: int, spread: float = 0.35)
 
 
 def latencies(fn, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search one query at a time after a warm-up; return per-query milliseconds and the top-k ids."""
     fn(queries[:1], k)  # warm-up
     times, ids = [], []
     for i in range(len(queries)):
         t = time.perf_counter()
-        _, I = fn(queries[i : i + 1], k)
+        _, found = fn(queries[i : i + 1], k)
         times.append((time.perf_counter() - t) * 1000)
-        ids.append(I[0])
+        ids.append(found[0])
     return np.asarray(times), np.asarray(ids)
 
 
 def main(argv=None):
+    """Build each index kind over synthetic descriptors, time queries and recall@k, and return the report."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=0, help="default: the shipped embedder's descriptor size")
@@ -74,7 +78,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--centres", type=int, default=2000)
     ap.add_argument("--embed", action="store_true", help="also time one embedder forward pass")
-    ap.add_argument("--no-library", action="store_true", help="skip the CaseLibrary end-to-end timing (it builds its own index)")
+    ap.add_argument(
+        "--no-library", action="store_true", help="skip the CaseLibrary end-to-end timing (it builds its own index)"
+    )
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
 
@@ -170,7 +176,9 @@ def main(argv=None):
         res = {"index": f"CaseLibrary(auto -> {lib.summary()['index']})", "add_vectors_s": round(add_s, 2),
                "index_build_s": round(idx_s, 2), "p50_ms": round(float(np.percentile(ms, 50)), 4),
                "p99_ms": round(float(np.percentile(ms, 99)), 4),
-               "recall_at_10": round(float(np.mean([len(set((r - 1).tolist()) & set(g)) / a.k for r, g in zip(ids, gt)])), 4)}
+               "recall_at_10": round(
+                   float(np.mean([len(set((r - 1).tolist()) & set(g)) / a.k for r, g in zip(ids, gt)])), 4
+               )}
         print(json.dumps(res), flush=True)
         report["results"].append(res)
         del lib

@@ -27,13 +27,16 @@ from napari_medai.sample_data import CT_VOLUME
 
 
 def main() -> None:
+    """Time segment() (and optionally the square-FOV and MONAI anchor) on each file; print JSON and a summary."""
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="*")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-anchor", action="store_true", help="skip the MONAI 3-D sliding-window anchor")
-    ap.add_argument("--compare-fov", action="store_true", help="also time the v1.2 square field of view (same process)")
+    ap.add_argument(
+        "--compare-fov", action="store_true", help="also time the v1.2 square field of view (same process)"
+    )
     args = ap.parse_args()
     import torch
 
@@ -58,7 +61,8 @@ def main() -> None:
             r = segment(img.data, spacing=img.geometry.spacing, affine=img.geometry.affine_ras(), device=args.device)
             times.append(time.perf_counter() - t)
         report["cases"].append({"file": path.name, "shape": list(img.data.shape), "best_s": round(min(times), 2),
-                                "all_s": [round(x, 2) for x in times], "slices_per_s": round(img.data.shape[0] / min(times), 1),
+                                "all_s": [round(x, 2) for x in times],
+                                "slices_per_s": round(img.data.shape[0] / min(times), 1),
                                 "volumes_ml": r.volumes_ml, "pixel_mm": lm.spec.get("pixel_mm")})
         if args.compare_fov and lm.spec.get("pixel_mm"):
             pixel, old = lm.spec["pixel_mm"], []
@@ -66,7 +70,9 @@ def main() -> None:
             try:
                 for _ in range(args.repeats):
                     t = time.perf_counter()
-                    segment(img.data, spacing=img.geometry.spacing, affine=img.geometry.affine_ras(), device=args.device)
+                    segment(
+                        img.data, spacing=img.geometry.spacing, affine=img.geometry.affine_ras(), device=args.device
+                    )
                     old.append(time.perf_counter() - t)
             finally:
                 lm.spec["pixel_mm"] = pixel

@@ -7,6 +7,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 from data import CLASSES, load_cache  # noqa: E402
+
 from napari_medai.retrieval.embedder import PixelEmbedder  # noqa: E402
 from napari_medai.retrieval.metrics import retrieval_metrics, summarize_folds  # noqa: E402
 
@@ -25,5 +26,6 @@ for f in range(5):
 s = summarize_folds(res)
 (HERE / "results").mkdir(exist_ok=True)
 (HERE / "results" / "baseline_raw_pixels.json").write_text(json.dumps(s, indent=1))
-print(json.dumps({"mAP": s["overall"]["mAP"]["mean"], "std": s["overall"]["mAP"]["std"], "P@10": s["overall"]["P@10"]["mean"],
+print(json.dumps({"mAP": s["overall"]["mAP"]["mean"], "std": s["overall"]["mAP"]["std"],
+                  "P@10": s["overall"]["P@10"]["mean"],
                   **{c: round(v["mAP"]["mean"], 4) for c, v in s["per_class"].items()}}))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medai.retrieval.metrics import consecutive_blocks, assign_folds
+from napari_medai.retrieval.metrics import assign_folds, consecutive_blocks
 from napari_medai.retrieval.preprocess import prepare
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +29,7 @@ SPLITS = HERE / "splits" / "splits.json"
 
 
 def data_root(name: str = "figshare") -> Path:
+    """Return the brain-MRI data folder `name` under NAPARI_MEDAI_DATA (default ../shared/data)."""
     base = Path(os.environ.get("NAPARI_MEDAI_DATA", REPO.parent / "shared" / "data"))
     return base / "brain-mri" / name
 
@@ -46,7 +47,9 @@ def load_other_sources(size: int = 128):
 
     root = data_root("other-sources")
     rows = list(csv.DictReader(open(root / "index.csv")))
-    x = np.stack([prepare(np.asarray(Image.open(root / r["file"]).convert("L")), size) for r in rows]).astype(np.float16)
+    x = np.stack(
+        [prepare(np.asarray(Image.open(root / r["file"]).convert("L")), size) for r in rows]
+    ).astype(np.float16)
     d = {"x": x, "label": np.asarray([r["class"] for r in rows]), "source": np.asarray([r["source"] for r in rows]),
          "files": np.asarray([r["file"] for r in rows])}
     np.savez(f, **d)
@@ -54,12 +57,14 @@ def load_other_sources(size: int = 128):
 
 
 def load_splits() -> dict:
+    """Return the fixed splits from splits/splits.json (written by make_splits.py)."""
     import json
 
     return json.loads(SPLITS.read_text())
 
 
 def list_items(root: Path | None = None):
+    """Return the figshare image paths, class indices and image ids, sorted by image id."""
     root = root or data_root()
     paths, labels, ids = [], [], []
     for ci, c in enumerate(CLASSES):

@@ -24,11 +24,13 @@ from posthoc import l2n  # noqa: E402
 
 
 def load(tag: str, fold: int):
+    """Return the saved fold descriptors cache/emb_fold<fold>_<tag>.npz, or None if absent."""
     f = HERE / "cache" / f"emb_fold{fold}_{tag}.npz"
     return np.load(f) if f.exists() else None
 
 
 def main(tags):
+    """Score each tag and their concatenation per fold, write the ensemble's fold results, print mAP."""
     folds = [k for k in range(5) if all(load(t, k) is not None for t in tags)]
     if not folds:
         sys.exit(f"no fold has descriptors for every tag {tags}")

@@ -10,7 +10,6 @@
 import json
 
 import numpy as np
-
 from data import CLASSES, SOURCES, SPLITS, load_cache, load_other_sources
 
 d = load_cache(128)
@@ -27,12 +26,15 @@ runs = [
 ]
 doc = {
     "about": "issue #20 splits, fixed before any multi-source training (make_splits.py)",
-    "figshare": {"classes": list(CLASSES), "grouping": "blocks of ~60 consecutive image ids cut at the largest image change",
+    "figshare": {"classes": list(CLASSES),
+                 "grouping": "blocks of ~60 consecutive image ids cut at the largest image change",
                  "fold_of_id": {str(int(i)): int(f) for i, f in sorted(zip(d["ids"], d["folds"]))},
                  "counts": {str(k): np.bincount(d["y"][d["folds"] == k], minlength=3).tolist() for k in range(5)}},
     "other_sources": {"sources": list(SOURCES),
-                      "items": [{"file": str(f), "class": str(c), "source": str(s)} for f, c, s in zip(o["files"], o["label"], o["source"])],
-                      "counts": {s: {c: int(((o["source"] == s) & (o["label"] == c)).sum()) for c in sorted(set(o["label"]))}
+                      "items": [{"file": str(f), "class": str(c), "source": str(s)}
+                                for f, c, s in zip(o["files"], o["label"], o["source"])],
+                      "counts": {s: {c: int(((o["source"] == s) & (o["label"] == c)).sum())
+                                     for c in sorted(set(o["label"]))}
                                  for s in SOURCES}},
     "runs": runs,
 }

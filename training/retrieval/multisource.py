@@ -11,9 +11,9 @@ reports, with the raw-pixel descriptor (and, after --baselines, the shipped 1.3.
 same library and queries:
 
 * figshare: queries = fold F, library = the other four folds (the usual protocol);
-* cross-source, for each held-out source S: library = figshare fold F + every image of S; queries = the images of S, each
-  ranked against the library without itself; relevance: same class, an untyped tumour relevant to every
-  tumour class and the reverse, notumor only to notumor (evaluate.group_relevance).
+* cross-source, for each held-out source S: library = figshare fold F + every image of S; queries = the
+  images of S, each ranked against the library without itself; relevance: same class, an untyped tumour
+  relevant to every tumour class and the reverse, notumor only to notumor (evaluate.group_relevance).
 
 Training checkpoints every epoch to runs/; an interrupted run resumes where it stopped (--resume is
 the default; --fresh starts over). Results: results/ms_run<R>_<tag>.json.
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from data import CACHE, CLASSES, COARSE, TYPES, load_cache, load_other_sources, load_splits
+
 from napari_medai.retrieval.evaluate import group_relevance, relevance_metrics
 from napari_medai.retrieval.metrics import retrieval_metrics
 
@@ -36,6 +36,7 @@ UNTYPED = {"tumour-untyped": 1}
 
 
 def raw_descriptors(x):
+    """Return the raw-pixel baseline descriptors of images x (area-resized to 32 px)."""
     from napari_medai.retrieval.embedder import PixelEmbedder
     from napari_medai.retrieval.preprocess import resize_area
 
@@ -43,6 +44,7 @@ def raw_descriptors(x):
 
 
 def fig_fold_of(d, splits):
+    """Return each cached figshare image's fold from splits.json, asserting it equals the cache's folds."""
     f = splits["figshare"]["fold_of_id"]
     folds = np.asarray([f[str(int(i))] for i in d["ids"]])
     assert np.array_equal(folds, d["folds"]), "cache folds differ from splits.json"
@@ -72,6 +74,7 @@ def evaluate(zf, zo, d, o, run):
 
 
 def brief(r):
+    """Flatten an evaluate() result to its headline mAP, P@10 and chance figures, rounded to 4 places."""
     b = {"fig_mAP": round(r["figshare"]["overall"]["mAP"], 4), "fig_P@10": round(r["figshare"]["overall"]["P@10"], 4)}
     for S, c in r["cross_source"].items():
         b.update({f"{S}_mAP": round(c["overall"]["mAP"], 4), f"{S}_P10": round(c["overall"]["P@10"], 4),
@@ -100,6 +103,7 @@ def baselines():
 
 
 def main(argv=None):
+    """Train one pre-registered run (or embed the baselines) and write its figures to results/."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=int, default=0)
     ap.add_argument("--baselines", action="store_true")
@@ -109,12 +113,14 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--other-weight", type=float, default=3.0, help="sampling weight of an other-sources image (figshare: 1)")
+    ap.add_argument("--other-weight", type=float, default=3.0,
+                    help="sampling weight of an other-sources image (figshare: 1)")
     ap.add_argument("--coarse-weight", type=float, default=0.5)
     ap.add_argument("--augmentation", default="strong", choices=["standard", "strong"])
     ap.add_argument("--unseen-class", default="", choices=["", *CLASSES])
     ap.add_argument("--control", action="store_true",
-                    help="the 1.x recipe at the same size / epochs: figshare only, 3 classes, standard augmentation, no coarse head")
+                    help="the 1.x recipe at the same size / epochs: figshare only, 3 classes, standard augmentation, "
+                         "no coarse head")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
@@ -146,13 +152,18 @@ def main(argv=None):
     y = np.concatenate([fig_type[fit_f], o_type[fit_o]])
     yc = np.asarray([COARSE[CLASSES[c]] for c in d["y"][fit_f]] + [COARSE[c] for c in o["label"][fit_o]])
     w = np.concatenate([np.ones(fit_f.sum()), np.full(fit_o.sum(), a.other_weight)])
-    tag = a.tag or f"e{a.epochs}_s{a.size}_{'control' if a.control else a.augmentation}" + (f"_seed{a.seed}" if a.seed else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    tag = a.tag or (
+        f"e{a.epochs}_s{a.size}_{'control' if a.control else a.augmentation}"
+        + (f"_seed{a.seed}" if a.seed else "")
+        + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    )
     rdir = HERE / "runs"
     rdir.mkdir(exist_ok=True)
     ckpt = rdir / f"run{a.run}_{tag}.ckpt"
     if a.fresh and ckpt.exists():
         ckpt.unlink()
-    print(f"run {a.run}: figshare fold {F} out, sources {held} out; train {len(y)} (figshare {fit_f.sum()}, other {fit_o.sum()}: "
+    print(f"run {a.run}: figshare fold {F} out, sources {held} out; train {len(y)} "
+          f"(figshare {fit_f.sum()}, other {fit_o.sum()}: "
           f"{dict(zip(*np.unique(o['label'][fit_o], return_counts=True)))}) types={types}", flush=True)
     arch = {"widths": [16, 32, 64, 128, 192], "embed_dim": 128, "in_ch": 1, "dropout": 0.2}
     t0 = time.time()

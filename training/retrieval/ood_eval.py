@@ -21,6 +21,7 @@ import numpy as np
 
 
 def main(argv=None):
+    """Query the library with each out-of-domain set and its own held-out blocks; return the flag rates."""
     from napari_medai.data_paths import shared_data_dir
     from napari_medai.retrieval.library import CaseLibrary
 
@@ -36,14 +37,16 @@ def main(argv=None):
         "other sources: tumour-untyped": sorted((other / "tumour-untyped").glob("*")),
         "other sources: notumor (class not in the library)": sorted((other / "notumor").glob("*")),
         "CT: volumes (middle slice as loaded)": [data / "ct" / p for p in (
-            "chaos-ct-1/chaos_ct_01_ct.nii.gz", "full-abdomen/abdomen_ct_512x512x146.nii.gz", "ircadb-07/ircadb01_07_ct.nii.gz",
-            "totalseg-example/example_ct.nii.gz", "totalseg-example/example_ct_sm.nii.gz", "totalseg-example/example_ct_dicom")],
+            "chaos-ct-1/chaos_ct_01_ct.nii.gz", "full-abdomen/abdomen_ct_512x512x146.nii.gz",
+            "ircadb-07/ircadb01_07_ct.nii.gz", "totalseg-example/example_ct.nii.gz",
+            "totalseg-example/example_ct_sm.nii.gz", "totalseg-example/example_ct_dicom")],
         "CT: LiTS slices (every 20th)": sorted((data / "ct" / "lits-slices-2d" / "images").glob("*"))[::20],
         "ultrasound: us-abdominal": sorted((data / "us-abdominal" / "images").glob("*")),
         "ultrasound: steatosis frames": sorted((data / "steatosis" / "frames").glob("*")),
         "noise (uniform, Gaussian, smoothed)": [rng.uniform(0, 255, (256, 256)) for _ in range(4)]
         + [rng.normal(100, 30, (512, 512)) for _ in range(4)]
-        + [__import__("scipy.ndimage", fromlist=["x"]).gaussian_filter(rng.normal(0, 1, (256, 256)), s) for s in (1, 2, 4, 8)],
+        + [__import__("scipy.ndimage", fromlist=["x"]).gaussian_filter(rng.normal(0, 1, (256, 256)), s)
+           for s in (1, 2, 4, 8)],
         "blank": [np.zeros((256, 256)), np.full((512, 512), 128.0)],
     }
     report = {"library": str(argv[0]), "cases": len(lib), "calibration": json.loads(cal.to_json()), "sets": {}}

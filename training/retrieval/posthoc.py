@@ -18,6 +18,7 @@ from napari_medai.retrieval.metrics import pairwise_sq_dists, retrieval_metrics
 
 
 def l2n(v):
+    """Return the rows of v scaled to unit L2 norm (norms floored at 1e-12)."""
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
@@ -35,6 +36,7 @@ def expand(q, lib, k, alpha, exclude_self=False):
 
 
 def main():
+    """Print held-out mAP for plain ranking and each DBA / alpha-QE setting on one saved fold."""
     f = Path(sys.argv[1])
     e = np.load(f)
     zl, yl, zq, yq = e["zl"], e["yl"], e["zq"], e["yq"]
@@ -45,7 +47,8 @@ def main():
                 lib = expand(zl, zl, kdb, alpha, exclude_self=True) if kdb else zl
                 q = expand(zq, lib, kq, alpha)
                 m = retrieval_metrics(q, yq, lib, yl)
-                print(f"DBA k={kdb} QE k={kq} alpha={alpha}: mAP {m['overall']['mAP']:.4f} P@10 {m['overall']['P@10']:.4f}",
+                print(f"DBA k={kdb} QE k={kq} alpha={alpha}: mAP {m['overall']['mAP']:.4f} "
+                      f"P@10 {m['overall']['P@10']:.4f}",
                       {c: round(v["mAP"], 3) for c, v in m["per_class"].items()}, flush=True)
 
 

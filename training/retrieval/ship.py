@@ -1,6 +1,9 @@
-"""Copy a trained embedder into the package and put the cross-validated metrics on its card.
+r"""Copy a trained embedder into the package and put the cross-validated metrics on its card.
 
-  python training/retrieval/ship.py --run runs/final_e60_x2 --summary "results/summary_cs_e60+cs_e60_seed1.json" --version 1.2.0
+Usage (paths relative to training/retrieval):
+
+  python training/retrieval/ship.py --run runs/final_e60_x2 \
+      --summary "results/summary_cs_e60+cs_e60_seed1.json" --version 1.2.0
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ DEST = HERE.parents[1] / "src" / "napari_medai" / "models" / "embedder-brain-mri
 
 
 def main():
+    """Copy the run's weights and card into the package, with the summary's CV metrics on the card."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--summary", required=True)

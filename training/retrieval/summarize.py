@@ -13,7 +13,9 @@ runs = [json.loads(f.read_text()) for f in files]
 rows = {}
 for r in runs:
     m = r["metrics"]
-    rows.setdefault("all", []).append((m["overall"]["mAP"], m["overall"]["P@10"], m["overall"]["R@10"], m["classifier_acc"]))
+    rows.setdefault("all", []).append(
+        (m["overall"]["mAP"], m["overall"]["P@10"], m["overall"]["R@10"], m["classifier_acc"])
+    )
     for c, v in m["per_class"].items():
         rows.setdefault(c, []).append((v["mAP"], v["P@10"], v["R@10"], np.nan))
 out = {"tag": tag, "folds": [r["fold"] for r in runs], "train_minutes": [round(r["train_minutes"], 2) for r in runs]}
@@ -22,8 +24,8 @@ print("| class | mAP (mean ± sd) | P@10 (mean ± sd) | R@10 | per-fold mAP |")
 print("|---|---|---|---|---|")
 for c, vals in rows.items():
     a = np.array(vals)
-    out[c] = {"mAP": [a[:, 0].mean(), a[:, 0].std(ddof=1)], "P@10": [a[:, 1].mean(), a[:, 1].std(ddof=1)], "R@10": a[:, 2].mean(),
-              "per_fold_mAP": a[:, 0].round(4).tolist()}
+    out[c] = {"mAP": [a[:, 0].mean(), a[:, 0].std(ddof=1)], "P@10": [a[:, 1].mean(), a[:, 1].std(ddof=1)],
+              "R@10": a[:, 2].mean(), "per_fold_mAP": a[:, 0].round(4).tolist()}
     print(f"| {c} | {a[:,0].mean():.4f} ± {a[:,0].std(ddof=1):.4f} | {a[:,1].mean():.4f} ± {a[:,1].std(ddof=1):.4f} | "
           f"{a[:,2].mean():.4f} | {', '.join(f'{v:.3f}' for v in a[:,0])} |")
 if "all" in rows:

@@ -17,12 +17,14 @@ KINDS = ("new", "shipped_1_3_0", "raw_pixels")
 
 
 def stats(vals, weights):
+    """Return the mean, sample sd (ddof=1; NaN for one value) and weighted (pooled) mean of vals."""
     v, w = np.asarray(vals, float), np.asarray(weights, float)
     sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
     return float(v.mean()), sd, float((v * w).sum() / w.sum())
 
 
 def main(tag="e24_s96_strong"):
+    """Print the figshare and cross-source tables over the tag's runs and write results/ms_summary_<tag>.json."""
     runs = sorted(HERE.glob(f"results/ms_run*_{tag}.json"))
     res = [json.loads(p.read_text()) for p in runs]
     out = {"tag": tag, "runs": [r["run"] for r in res], "figshare": {}, "cross_source": {}}
@@ -53,7 +55,8 @@ def main(tag="e24_s96_strong"):
         p = stats([x[2] for x in rows], [x[3] for x in rows])
         out["figshare"][kind] = {"per_fold": {x[0]: {"mAP": x[1], "P@10": x[2]} for x in rows},
                                  "mAP": m, "P@10": p}
-        print(f"  {kind:22s} mAP {m[0]:.3f} ± {m[1]:.3f} (pooled {m[2]:.3f})  P@10 {p[0]:.3f} ± {p[1]:.3f} (pooled {p[2]:.3f})"
+        print(f"  {kind:22s} mAP {m[0]:.3f} ± {m[1]:.3f} (pooled {m[2]:.3f})  "
+              f"P@10 {p[0]:.3f} ± {p[1]:.3f} (pooled {p[2]:.3f})"
               f"  per fold " + ", ".join(f"{x[0]}: {x[1]:.3f}" for x in rows))
     print("\ncross-source (library = figshare test fold + held-out source; queries = that source, leave-one-out)")
     for kind in KINDS:
@@ -68,10 +71,12 @@ def main(tag="e24_s96_strong"):
         p = stats([c["overall"]["P@10"] for _, c in rows], n)
         ch = stats([c["overall"]["chance_mAP"] for _, c in rows], n)
         out["cross_source"][kind] = {"per_source": {S: c for S, c in rows}, "mAP": m, "P@10": p, "chance": ch}
-        print(f"  {kind:14s} mAP {m[0]:.3f} ± {m[1]:.3f} (pooled {m[2]:.3f})  P@10 {p[0]:.3f} ± {p[1]:.3f} (pooled {p[2]:.3f})"
+        print(f"  {kind:14s} mAP {m[0]:.3f} ± {m[1]:.3f} (pooled {m[2]:.3f})  "
+              f"P@10 {p[0]:.3f} ± {p[1]:.3f} (pooled {p[2]:.3f})"
               f"  chance {ch[0]:.3f}")
         for S, c in rows:
-            pc = "; ".join(f"{k} n={v['n_queries']} mAP {v['mAP']:.3f} P@10 {v['P@10']:.2f} chance {v['chance_mAP']:.3f}"
+            pc = "; ".join(f"{k} n={v['n_queries']} mAP {v['mAP']:.3f} P@10 {v['P@10']:.2f} "
+                           f"chance {v['chance_mAP']:.3f}"
                            for k, v in c["per_class"].items())
             print(f"      {S:9s} mAP {c['overall']['mAP']:.3f} P@10 {c['overall']['P@10']:.3f}  [{pc}]")
     (HERE / "results" / f"ms_summary_{tag}.json").write_text(json.dumps(out, indent=1))

@@ -23,11 +23,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 from data import CLASSES, load_cache  # noqa: E402
+
 from napari_medai.retrieval.metrics import retrieval_metrics  # noqa: E402
 from napari_medai.retrieval.train import embed_array, export_embedder, train_embedder  # noqa: E402
 
 
 def main(argv=None):
+    """Train the embedder on one fold split (or all data), score the held-out fold and optionally export it."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--fold", default="0")
     ap.add_argument("--epochs", type=int, default=30)
@@ -36,7 +38,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--loss", default="ce+supcon", choices=["ce", "supcon", "ce+supcon"])
     ap.add_argument("--supcon-weight", type=float, default=1.0)
-    ap.add_argument("--instance-weight", type=float, default=0.0, help="label-free instance-contrastive term (two views)")
+    ap.add_argument("--instance-weight", type=float, default=0.0,
+                    help="label-free instance-contrastive term (two views)")
     ap.add_argument("--embed-dim", type=int, default=128)
     ap.add_argument("--widths", default="16,32,64,128,192")
     ap.add_argument("--threads", type=int, default=2)
@@ -48,7 +51,8 @@ def main(argv=None):
     ap.add_argument("--unseen-class", default="", choices=["", "glioma", "meningioma", "pituitary"],
                     help="leave this class out of training (library and queries keep it): how the descriptor "
                          "ranks a class it never saw; the raw-pixel descriptor on the same split is the reference")
-    ap.add_argument("--save-emb", action="store_true", help="save library/query descriptors to cache/emb_fold<K>_<tag>.npz")
+    ap.add_argument("--save-emb", action="store_true",
+                    help="save library/query descriptors to cache/emb_fold<K>_<tag>.npz")
     a = ap.parse_args(argv)
     if a.unseen_class and (a.out or a.fold == "all"):
         ap.error("--unseen-class is a study on one fold; it cannot export a model")
@@ -74,7 +78,11 @@ def main(argv=None):
         max_minutes=a.max_minutes, mixed_precision=not a.no_bf16, log=lambda r: print(json.dumps(r), flush=True),
     )
     minutes = (time.time() - t0) / 60
-    tag = a.tag or f"{a.loss}_e{a.epochs}" + (f"_s{a.size}" if a.size != 128 else "") + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    tag = a.tag or (
+        f"{a.loss}_e{a.epochs}"
+        + (f"_s{a.size}" if a.size != 128 else "")
+        + (f"_unseen-{a.unseen_class}" if a.unseen_class else "")
+    )
     out = {"fold": a.fold, "args": vars(a), "arch": arch, "train_minutes": minutes, "log": hist,
            "params": sum(p.numel() for p in net.parameters())}
     if te.any():
@@ -86,7 +94,8 @@ def main(argv=None):
 
             raw = PixelEmbedder(32).embed_prepared(np.stack([resize_area(im.astype(np.float32), 32) for im in x]))
             mr = retrieval_metrics(raw[te], y[te], raw[tr], y[tr], k=10)
-            raw_reference = {"overall": mr["overall"], "per_class": {names[int(k)]: v for k, v in mr["per_class"].items()}}
+            raw_reference = {"overall": mr["overall"],
+                             "per_class": {names[int(k)]: v for k, v in mr["per_class"].items()}}
         for tta in (False, True):
             zl, pl = embed_array(net, x[tr], tta=tta)
             zq, pq = embed_array(net, x[te], tta=tta)
@@ -100,16 +109,20 @@ def main(argv=None):
             if raw_reference is not None:
                 res["raw_pixels"] = raw_reference
             out["metrics_tta" if tta else "metrics"] = res
-            print(("TTA " if tta else "") + json.dumps({"mAP": res["overall"]["mAP"], "P@10": res["overall"]["P@10"],
-                  **({"raw_unseen_mAP": round(res["raw_pixels"]["per_class"][a.unseen_class]["mAP"], 4)} if a.unseen_class else {}),
-                  "acc": res["classifier_acc"], **{c: round(v["mAP"], 4) for c, v in res["per_class"].items()}}), flush=True)
+            print(("TTA " if tta else "") + json.dumps({
+                "mAP": res["overall"]["mAP"], "P@10": res["overall"]["P@10"],
+                **({"raw_unseen_mAP": round(res["raw_pixels"]["per_class"][a.unseen_class]["mAP"], 4)}
+                   if a.unseen_class else {}),
+                "acc": res["classifier_acc"], **{c: round(v["mAP"], 4) for c, v in res["per_class"].items()},
+            }), flush=True)
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / f"fold{a.fold}_{tag}.json").write_text(json.dumps(out, indent=1))
     if a.out:
         export_embedder(
             net, arch, Path(a.out), classes=CLASSES, size=a.size,
             training_data="figshare brain tumour MRI (Cheng et al., figshare 10.6084/m9.figshare.1512427, CC BY 4.0): "
-            "all 3,064 T1-weighted contrast-enhanced slices of 233 patients (glioma 1,426, meningioma 708, pituitary 930)",
+            "all 3,064 T1-weighted contrast-enhanced slices of 233 patients "
+            "(glioma 1,426, meningioma 708, pituitary 930)",
             notes=f"loss={a.loss} (cross-entropy + supervised contrastive), {a.epochs} epochs, batch {a.bs}, AdamW "
             f"one-cycle lr {a.lr}, bf16 autocast, {minutes:.1f} min on {a.threads} CPU thread(s); see MODEL_CARD.md",
             licence="CC BY 4.0 (weights derived from the CC BY 4.0 figshare data set; attribute Jun Cheng et al.)",

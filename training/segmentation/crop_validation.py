@@ -1,6 +1,7 @@
 """Liver Dice of the shipped model on the validation cases, whole volume and liver-centred crops.
 
-  python training/segmentation/crop_validation.py [--pixel-mm 2.6,2.8,3.0,none] [--model NAME] [--out results/crops.json]
+  python training/segmentation/crop_validation.py [--pixel-mm 2.6,2.8,3.0,none] [--model NAME]
+      [--out results/crops.json]
 
 Cases (VALIDATION: they guide choices, never "external"): 3D-IRCADb-01 patient 7 (``ct/ircadb-07``) and
 CHAOS CT patient 1 (``ct/chaos-ct-1``), from ``$NAPARI_MEDAI_DATA`` (default ``../shared/data``). Crops:
@@ -25,14 +26,15 @@ import numpy as np
 from napari_medai.data_paths import shared_data_dir
 from napari_medai.io.readers import load_image
 from napari_medai.segmentation.core import load_model, segment
-from napari_medai.segmentation.metrics import dice
 from napari_medai.segmentation.crops import CROP_KINDS, liver_centred_crop
+from napari_medai.segmentation.metrics import dice
 
 CASES = {"ircadb07": ("ct/ircadb-07/ircadb01_07_ct.nii.gz", "ct/ircadb-07/ircadb01_07_label.nii.gz"),
          "chaos1": ("ct/chaos-ct-1/chaos_ct_01_ct.nii.gz", "ct/chaos-ct-1/chaos_ct_01_label.nii.gz")}
 
 
 def measure(case: str, model=None, crops=CROP_KINDS, postprocessing: bool = True) -> dict:
+    """Segment one validation case whole and in each liver-centred crop; return Dice, volumes and seconds."""
     root = shared_data_dir()
     if root is None:
         raise SystemExit("no data: set NAPARI_MEDAI_DATA or provide ../shared/data")
@@ -43,7 +45,8 @@ def measure(case: str, model=None, crops=CROP_KINDS, postprocessing: bool = True
     t = time.perf_counter()
     r = segment(img.data, spacing=spacing, affine=affine, model=model, device="cpu", postprocessing=postprocessing)
     out = {"whole": {"dice": round(dice(r.labels > 0, truth), 4), "seconds": round(time.perf_counter() - t, 1),
-                     "pred_ml": r.volumes_ml.get("liver"), "true_ml": round(truth.sum() * float(np.prod(spacing)) / 1000, 1)}}
+                     "pred_ml": r.volumes_ml.get("liver"),
+                     "true_ml": round(truth.sum() * float(np.prod(spacing)) / 1000, 1)}}
     for kind in crops:
         ct, lb, sp, aff = liver_centred_crop(img.data, lab.data, spacing, affine, kind)
         t = time.perf_counter()
@@ -55,6 +58,7 @@ def measure(case: str, model=None, crops=CROP_KINDS, postprocessing: bool = True
 
 
 def main() -> None:
+    """Run measure() on each case for each --pixel-mm value, print each result and optionally write JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pixel-mm", default="", help="comma-separated sweep; 'none' = square FOV at 128 px (v1.2)")
     ap.add_argument("--model", default=None)
@@ -80,7 +84,9 @@ def main() -> None:
             print(key, case, json.dumps(results[key][case]), flush=True)
         worst = min(v["minus_whole"] for c in results[key].values() for k, v in c.items() if k != "whole")
         results[key]["worst_crop_minus_whole"] = round(worst, 4)
-        results[key]["mean_whole_dice"] = round(float(np.mean([c["whole"]["dice"] for k, c in results[key].items() if isinstance(c, dict)])), 4)
+        results[key]["mean_whole_dice"] = round(
+            float(np.mean([c["whole"]["dice"] for k, c in results[key].items() if isinstance(c, dict)])), 4
+        )
         print(key, "worst crop - whole", worst, "mean whole", results[key]["mean_whole_dice"], flush=True)
     lm.spec["pixel_mm"] = card_pixel
     if args.out:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from napari_medai.data_paths import shared_data_dir
+from napari_medai.io.geometry import canonical_orientation, from_canonical, to_canonical
 from napari_medai.io.readers import load_image
 from napari_medai.sample_data import CT_LIVER, CT_VOLUME
 from napari_medai.sample_data.phantom import make_ct_phantom
-from napari_medai.io.geometry import canonical_orientation, from_canonical, to_canonical
 from napari_medai.segmentation.core import segment
 from napari_medai.segmentation.metrics import dice  # the one Dice (both masks empty: None)
 
@@ -41,6 +41,7 @@ def tumour_components(labels) -> int:
 
 
 def main():
+    """Segment each labelled validation volume and the phantom, report liver Dice, times and false lesions."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=None)
@@ -52,9 +53,11 @@ def main():
     cases = [
         ("ircadb07", CT / "ircadb-07/ircadb01_07_ct.nii.gz", CT / "ircadb-07/ircadb01_07_label.nii.gz", None),
         ("chaos1", CT / "chaos-ct-1/chaos_ct_01_ct.nii.gz", CT / "chaos-ct-1/chaos_ct_01_label.nii.gz", None),
-        ("totalseg_example_sm", CT / "totalseg-example/example_ct_sm.nii.gz", CT / "totalseg-example/example_seg.nii.gz", 5),
+        ("totalseg_example_sm", CT / "totalseg-example/example_ct_sm.nii.gz",
+         CT / "totalseg-example/example_seg.nii.gz", 5),
         ("sample_ct", CT_VOLUME, CT_LIVER, None),
-        ("totalseg_example_dicom", CT / "totalseg-example/example_ct_dicom", CT / "totalseg-example/example_seg_dicom.nii.gz", 5),
+        ("totalseg_example_dicom", CT / "totalseg-example/example_ct_dicom",
+         CT / "totalseg-example/example_seg_dicom.nii.gz", 5),
     ]
     for name, img, lab, value in cases:
         a, b = load_image(img), load_image(lab)
@@ -67,10 +70,12 @@ def main():
             assert gt_c.shape == to_canonical(a.data, pa, fa).shape
             gt = from_canonical(gt_c, pa, fa)
         t = time.perf_counter()
-        r = segment(a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model, device="cpu")
+        r = segment(
+            a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model, device="cpu"
+        )
         sec = time.perf_counter() - t
-        raw = segment(a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model, device="cpu",
-                      postprocessing=False)
+        raw = segment(a.data, spacing=a.geometry.spacing, affine=a.geometry.affine_ras(), model=args.model,
+                      device="cpu", postprocessing=False)
         res[name] = {"liver_dice": dice(r.labels >= 1, gt), "liver_dice_no_postproc": dice(raw.labels >= 1, gt),
                      "shape": list(a.data.shape), "seconds": round(sec, 2), "volumes_ml": r.volumes_ml,
                      "gt_liver_ml": round(float(gt.sum() * np.prod(a.geometry.spacing) / 1000), 1),

@@ -1,6 +1,7 @@
 """Copy trained weights into the package model folder and write card.json (sha256, metrics).
 
-  python training/segmentation/export_model.py --run runs/final/organ --tumour-run runs/final/tumour [--cv ...] [--external ...]
+  python training/segmentation/export_model.py --run runs/final/organ --tumour-run runs/final/tumour
+      [--cv ...] [--external ...]
 
 The runs are `napari-medai train segment --recipe cascade` stage folders (weights.safetensors + result.json);
 the card is written by the package (`segmentation.train.write_cascade_model`), with the measured metrics added.
@@ -18,11 +19,13 @@ DEST = HERE.parents[1] / "src" / "napari_medai" / "models" / "liver-tumor-ct"
 
 
 def main():
+    """Write the cascade model folder and card from the two runs, with the given CV and external metrics."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "runs" / "final" / "organ"), help="organ network run")
     ap.add_argument("--tumour-run", default=str(HERE / "runs" / "final" / "tumour"), help="tumour network run")
     ap.add_argument("--pixel-mm", type=float, default=3.0)
-    ap.add_argument("--open-mm", type=float, default=5.0, help="post-processing opening radius (input_spec.postprocess_open_mm)")
+    ap.add_argument("--open-mm", type=float, default=5.0,
+                    help="post-processing opening radius (input_spec.postprocess_open_mm)")
     ap.add_argument("--metrics", default=None, help="JSON with the measured metrics to put on the card")
     ap.add_argument("--cv", default=None, help="results/cv_*.json from summarize_cv.py")
     ap.add_argument("--external", default=None, help="results/external_*.json from evaluate.py")
@@ -47,14 +50,19 @@ def main():
     if args.external:
         ext = json.loads(Path(args.external).read_text())
         metrics["ircadb01_07_liver_dice"] = round(ext["ircadb07"]["liver_dice"], 4)
-        metrics["totalsegmentator_example_ct_sm_liver_dice_vs_label5"] = round(ext["totalseg_example_sm"]["liver_dice"], 4)
+        metrics["totalsegmentator_example_ct_sm_liver_dice_vs_label5"] = round(
+            ext["totalseg_example_sm"]["liver_dice"], 4
+        )
         if "totalseg_example_dicom" in ext:
-            metrics["totalsegmentator_example_dicom_liver_dice_vs_label5"] = round(ext["totalseg_example_dicom"]["liver_dice"], 4)
+            metrics["totalsegmentator_example_dicom_liver_dice_vs_label5"] = round(
+                ext["totalseg_example_dicom"]["liver_dice"], 4
+            )
         metrics["phantom_seed1_liver_dice"] = round(ext["phantom_seed1"]["liver_dice"], 4)
-        metrics["external_note"] = ("IRCADb-07: manual liver label, a VALIDATION case (never trained on; guided choices); TotalSegmentator "
-                                    "labels are model-made; the packaged sample CT is the TotalSegmentator example_ct_sm")
-    card = write_cascade_model(args.run, args.tumour_run, dest, pixel_mm=args.pixel_mm, version=args.version, metrics=metrics,
-                               open_mm=args.open_mm)
+        metrics["external_note"] = ("IRCADb-07: manual liver label, a VALIDATION case (never trained on; guided "
+                                    "choices); TotalSegmentator labels are model-made; the packaged sample CT is "
+                                    "the TotalSegmentator example_ct_sm")
+    card = write_cascade_model(args.run, args.tumour_run, dest, pixel_mm=args.pixel_mm, version=args.version,
+                               metrics=metrics, open_mm=args.open_mm)
     print(dest, card["sha256"], (dest / "weights.safetensors").stat().st_size)
 
 

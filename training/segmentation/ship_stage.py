@@ -1,4 +1,5 @@
-"""Attach a trained tumour stage to the shipped cascade and write its metrics into the card (liver-tumor-ct 1.4-1.6).
+"""Attach a trained tumour stage to the shipped cascade and write its metrics into the card
+(liver-tumor-ct 1.4-1.6).
 
     PYTHONPATH=src python training/segmentation/ship_stage.py --stage training/segmentation/runs/stage_final \
         --cv training/segmentation/results/cv_tumour_stage.json --version 1.5 \
@@ -33,7 +34,8 @@ def main():
     ap.add_argument("--version", required=True)
     ap.add_argument("--external", default=None)
     ap.add_argument("--lesion-cv", default=None, help="lesion_filter_cv.py's report (the lesion rules, 1.5)")
-    ap.add_argument("--stage-compare", default=None, help="stage_compare_cv.py's report (1.7: stage at 1600 iterations)")
+    ap.add_argument("--stage-compare", default=None,
+                    help="stage_compare_cv.py's report (1.7: stage at 1600 iterations)")
     ap.add_argument("--metric", action="append", default=[], metavar="NAME=JSON",
                     help="another report to carry under metrics[NAME] (repeatable)")
     args = ap.parse_args()
@@ -56,7 +58,8 @@ def main():
             lesion = json.loads(Path(args.lesion_cv).read_text())
             card["metrics"]["lits_cv_lesion_rules"] = {
                 "nested": lesion["summary"]["nested"], "without_rules_min10": lesion["summary"]["shipped_min10"],
-                "final_rule": lesion["summary"]["final_rule"], "per_fold_choice": [f["chosen"] for f in lesion["folds"]],
+                "final_rule": lesion["summary"]["final_rule"],
+                "per_fold_choice": [f["chosen"] for f in lesion["folds"]],
                 "source": f"{repo_path(args.lesion_cv)} (lesion_filter_cv.py --absolute)"}
         if args.stage_compare:
             card["metrics"]["lits_cv_stage_compare"] = {
@@ -73,7 +76,9 @@ def main():
                 report = {"summary": summary, "folds": report["folds"], "note": report.get("note", "")}
             card["metrics"][name] = {**report, "source": repo_path(path)}
         if args.external:
-            card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(Path(args.external).read_text())
+            card["metrics"]["validation_v" + args.version.replace(".", "")] = json.loads(
+                Path(args.external).read_text()
+            )
         card["training"]["reproduce"] = (
             "napari-medai train segment --data ../shared/data/ct/lits-slices-2d --recipe cascade "
             f"--organ-iterations 1334 --tumour-iterations 1000 --stage-iterations {iterations} --pixel-mm 3.0 "
@@ -84,14 +89,15 @@ def main():
             "not bit-identical, weights); stage (from 1.7): trained by tumour_stage.train_tumour_stage, the function "
             "behind --recipe tumour-stage and the cascade's stage, with the current augmentation "
             "(training/segmentation/train_tumour_stage_cv.py --tag _i1600 --iterations 1600, its 'final' run)")
-        card["training_data"] = card["training_data"].split(" Tumour stage:")[0] + (" Tumour stage: the same 660 slices at 1.0 mm (LiTS pixels taken as 0.75 mm), "
-                                  "three neighbouring slices as channels, 128 px patches around the liver, "
-                                  f"{iterations} iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
+        card["training_data"] = card["training_data"].split(" Tumour stage:")[0] + (
+            " Tumour stage: the same 660 slices at 1.0 mm (LiTS pixels taken as 0.75 mm), "
+            "three neighbouring slices as channels, 128 px patches around the liver, "
+            f"{iterations} iterations, batch 16, batch Dice + CE 1/1/3, zoom x0.75-1.33.")
         card["notes"] = (
             "Organ at 3.0 mm pixels (coarse boundaries); tumours from a 1.0 mm 2.5-D stage inside the organ's "
-            "box, its 1 mm boundary within 3 mm of the organ's; lesions under {min_lesion_mm:g} mm, below a mean p(tumour) of "
-            "{min_lesion_score:g} or within {min_lesion_contrast_hu:g} HU of the liver dropped: tumour labels are research output "
-            "with false lesions on scans "
+            "box, its 1 mm boundary within 3 mm of the organ's; lesions under {min_lesion_mm:g} mm, below a mean "
+            "p(tumour) of {min_lesion_score:g} or within {min_lesion_contrast_hu:g} HU of the liver dropped: tumour "
+            "labels are research output with false lesions on scans "
             "unlike LiTS (see MODEL_CARD.md and docs/segmentation.md for measured numbers and weaknesses).").format(
             **STAGE_INFERENCE)
         (Path(tmp) / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -22,9 +22,9 @@ import torch
 
 from napari_medai.data_paths import shared_data_dir
 from napari_medai.segmentation.core import _scores_to_labels
+from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 from napari_medai.segmentation.networks import build_network
 from napari_medai.segmentation.train import UNET_ARCH, load_slice_folder
-from napari_medai.segmentation.metrics import dice  # None when both masks are empty
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,10 +63,12 @@ def fold_scores(k: int, tag: str, organ_tag: str | None, region: str, x, vol):
 
 
 def main():
+    """Score every fold with the argmax and region rules, print per-fold and summary Dice, optionally write JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="v3_", help="tumour-model runs (or the single model without --organ-tag)")
     ap.add_argument("--region", default="organ", choices=["organ", "union"])
-    ap.add_argument("--organ-tag", default=None, help="organ-model runs: evaluate the cascade organ + tumour (as shipped)")
+    ap.add_argument("--organ-tag", default=None,
+                    help="organ-model runs: evaluate the cascade organ + tumour (as shipped)")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -78,7 +80,8 @@ def main():
     for k in range(args.folds):
         scores, va, meta, organ_meta = fold_scores(k, args.tag, args.organ_tag, args.region, x, vol)
         gt, vv = y[va], vol[va]
-        fold = {"fold": k, "val_volumes": meta["val_volumes"], "iterations": meta["iterations"], "seconds": meta["seconds"]}
+        fold = {"fold": k, "val_volumes": meta["val_volumes"], "iterations": meta["iterations"],
+                "seconds": meta["seconds"]}
         if args.organ_tag:
             fold["organ_iterations"] = organ_meta["iterations"]
         for rule in ("argmax", "region"):
@@ -98,10 +101,15 @@ def main():
             res[f"fold_{cls}_{rule}_mean_sd"] = [round(float(a.mean()), 4), round(float(a.std(ddof=1)), 4)]
         pl = np.array([r[f"liver_{rule}"] for r in res["per_patient"].values()])
         pt = np.array([r[f"tumour_{rule}"] for r in res["per_patient"].values() if r["tumour_px"] >= 500])
-        res[f"patient_liver_{rule}_mean_sd_min"] = [round(float(pl.mean()), 4), round(float(pl.std(ddof=1)), 4), round(float(pl.min()), 4)]
-        res[f"patient_tumour_{rule}_mean_sd_n"] = [round(float(pt.mean()), 4), round(float(pt.std(ddof=1)), 4), int(len(pt))] if len(pt) > 1 else None
+        res[f"patient_liver_{rule}_mean_sd_min"] = [
+            round(float(pl.mean()), 4), round(float(pl.std(ddof=1)), 4), round(float(pl.min()), 4)
+        ]
+        res[f"patient_tumour_{rule}_mean_sd_n"] = (
+            [round(float(pt.mean()), 4), round(float(pt.std(ddof=1)), 4), int(len(pt))] if len(pt) > 1 else None
+        )
     res["note"] = ("Dice at 128x128 on held-out LiTS slices (every 2nd liver slice + 1 liver-free slice above/below), "
-                   "liver = labels 1+2; per-patient tumour Dice only for patients with >= 500 tumour pixels at 128x128.")
+                   "liver = labels 1+2; per-patient tumour Dice only for patients with >= 500 tumour pixels "
+                   "at 128x128.")
     print(json.dumps({k: v for k, v in res.items() if k not in ("per_patient", "folds")}, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

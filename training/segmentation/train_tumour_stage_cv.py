@@ -17,6 +17,7 @@ RUNS = Path(__file__).resolve().parent / "runs"
 
 
 def main():
+    """Train (or resume) the tumour stage for each requested fold and the final all-patient run."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", default="0,1,2,3,final")
     ap.add_argument("--iterations", type=int, default=None)

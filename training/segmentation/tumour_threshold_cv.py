@@ -18,6 +18,7 @@ TAUS = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def main():
+    """Print each fold's tumour Dice per threshold tau and the tau chosen on the other three folds."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="v3_tumour_")
     ap.add_argument("--organ-tag", default="v1_organ_")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 
 
 def main(argv=None) -> dict:
+    """Grade each frame with the drawn and the automatic liver ROI (with and without kidney); print and return."""
     from napari_medai.data_paths import shared_data_dir
     from napari_medai.io.readers import load_image
     from napari_medai.steatosis.core import grade_steatosis
@@ -63,8 +63,10 @@ def main(argv=None) -> dict:
     else:
         for p in per:
             t, k = p["texture"], p["with_kidney"]
-            print(f"patient {p['patient']:2d} (S{p['true_grade']}): auto ROI {p['auto_roi']} ({p['centre_distance_px']} px from drawn); "
-                  f"texture drawn S{t['drawn_grade']} auto S{t['auto_grade']} | with kidney drawn S{k['drawn_grade']} auto S{k['auto_grade']}")
+            print(f"patient {p['patient']:2d} (S{p['true_grade']}): auto ROI {p['auto_roi']} "
+                  f"({p['centre_distance_px']} px from drawn); "
+                  f"texture drawn S{t['drawn_grade']} auto S{t['auto_grade']} | "
+                  f"with kidney drawn S{k['drawn_grade']} auto S{k['auto_grade']}")
         print(json.dumps(summary))
     return doc
 

@@ -27,6 +27,7 @@ MODELS = ROOT / "src" / "napari_medai" / "models"
 
 
 def main():
+    """Cross-validate the candidates, write the report and (unless --no-export) export both shipped models."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-type", default="cnn", choices=["cnn", "se-irv2", "classical"])
     ap.add_argument("--epochs", type=int, default=30)
@@ -44,7 +45,9 @@ def main():
     print(open(out / "report.md").read())
     if args.no_export:
         return
-    spec, tensors = fit_final(data, res["selected"], res["selected_without_index"], params, args.preprocess, args.epochs)
+    spec, tensors = fit_final(
+        data, res["selected"], res["selected_without_index"], params, args.preprocess, args.epochs
+    )
     tmp = out / "steatosis-default"
     shutil.rmtree(tmp, ignore_errors=True)
     export_model(tmp, "steatosis-default", spec, tensors, res, res["selected"], res["selected_without_index"])

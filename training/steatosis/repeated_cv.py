@@ -23,6 +23,7 @@ KEYS = ("balanced_accuracy", "steatosis_auc", "macro_acc", "macro_se", "macro_sp
 
 
 def main(seeds=(0, 1, 2, 3, 4)):
+    """Run the classical CV once per fold seed and write the spread over seeds as JSON and Markdown."""
     data = read_any(shared_data_dir() / "steatosis")
     per_seed = {}
     for s in seeds:
