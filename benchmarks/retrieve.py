@@ -159,7 +159,7 @@ def main(argv=None):
             res = {"index": kind, "ef_search": ef, "build_s": round(build, 2),
                    "bytes_per_case": round(nbytes / a.n, 1), "rss_increase_mb": round(mem, 1),
                    "p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
-                   "recall_at_10": round(recall(ids), 4), "queries_timed": n_q}
+                   f"recall_at_{a.k}": round(recall(ids), 4), "queries_timed": n_q}
             print(json.dumps(res), flush=True)
             report["results"].append(res)
 
@@ -176,7 +176,7 @@ def main(argv=None):
         res = {"index": f"CaseLibrary(auto -> {lib.summary()['index']})", "add_vectors_s": round(add_s, 2),
                "index_build_s": round(idx_s, 2), "p50_ms": round(float(np.percentile(ms, 50)), 4),
                "p99_ms": round(float(np.percentile(ms, 99)), 4),
-               "recall_at_10": round(
+               f"recall_at_{a.k}": round(
                    float(np.mean([len(set((r - 1).tolist()) & set(g)) / a.k for r, g in zip(ids, gt)])), 4
                )}
         print(json.dumps(res), flush=True)

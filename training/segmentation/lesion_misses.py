@@ -1,4 +1,4 @@
-"""Issue #19: why each LiTS lesion >= 10 mm that a lesion rule misses is missed (a diagnostic; nothing is chosen).
+r"""Issue #19: why each LiTS lesion >= 10 mm that a lesion rule misses is missed (a diagnostic; nothing is chosen).
 
     PYTHONPATH=src python training/segmentation/lesion_misses.py \
         [--cache training/segmentation/runs/lesion_cache_i1600_s8] [--rule 10,0.75,15] [--out results/x.json]
