@@ -106,14 +106,6 @@ def skimage_ref(mode: str, image: np.ndarray):
     return lambda: equalize_adapthist(image)
 
 
-def skimage_input(mode, image):
-    """Return image unchanged (unused; skimage_ref does the integer shift itself)."""
-    if image.dtype.kind == "i":
-        if mode == "slices":
-            return image  # shifted per slice inside skimage_ref's lambda
-    return image
-
-
 def cold_start_costs() -> dict:
     """First-call cost in a fresh process: numba compile (empty cache), then loading the cache."""
     import tempfile
