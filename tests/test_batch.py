@@ -65,6 +65,18 @@ def test_cli_exit_code_and_json(cohort, tmp_path, capsys):
     assert document["ok"] == 1 and document["failed"] == 1
 
 
+def test_output_folder_that_is_a_file_is_refused_in_one_line(cohort, tmp_path, capsys):
+    """`-o` naming an existing file used to end in 'internal error FileExistsError'."""
+    from napari_medai.cli.main import main
+
+    taken = cohort / "case1.png"
+    before = taken.read_bytes()
+    assert main(["batch", "enhance", str(cohort / "case0.png"), "-o", str(taken), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: output folder {taken} is a file; give a folder (it is created if missing)\n"
+    assert taken.read_bytes() == before
+
+
 def test_csv_inputs_and_bad_globs(cohort, tmp_path):
     table = tmp_path / "cohort.csv"
     table.write_text("path,label\nin/case0.png,a\nin/case1.png,b\n")

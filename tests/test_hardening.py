@@ -163,3 +163,26 @@ def test_same_input_same_output_on_cpu(tmp_path):
         checked += 1
     if not checked:
         pytest.skip("no tool in this build")
+
+
+@pytest.mark.parametrize("command", ["enhance", "segment"])
+def test_unwritable_output_folder_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """A read-only output folder used to end, after the whole job, in 'internal error PermissionError'."""
+    import os
+
+    if not _available(command):
+        pytest.skip(f"{command} not in this build")
+    source = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((24, 24, 6), -100, np.int16), np.eye(4)), source)
+    before = _sha(source)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    import napari_medai.io.readers as readers
+
+    monkeypatch.setattr(readers, "load_image", lambda *a: pytest.fail("the input was read before the output check"))
+    assert main([command, str(source), "-o", str(locked / "out.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write in {locked} (permission denied); choose a folder you can write to\n"
+    assert list(locked.iterdir()) == [] and _sha(source) == before

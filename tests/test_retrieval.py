@@ -475,3 +475,35 @@ def test_instance_contrastive_term():
     _, _, hist = train_embedder(x, np.repeat([0, 1], 8), n_classes=2, epochs=1, batch_size=8, instance_weight=0.5,
                                 arch={"widths": [4, 8, 8, 8, 8], "embed_dim": 8}, device="cpu", mixed_precision=False)
     assert np.isfinite(hist[0]["loss"])
+
+
+def test_build_never_writes_over_an_input_or_a_non_library_file(case_folder, tmp_path, capsys):
+    """`retrieve build cases.csv -o cases.csv` used to replace the case list with the library."""
+    import hashlib
+
+    from napari_medai.cli.main import main
+
+    csv = tmp_path / "cases.csv"
+    csv.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(case_folder.rglob("*.png"))))
+    before = hashlib.sha256(csv.read_bytes()).hexdigest()
+    assert main(["retrieve", "build", str(csv), "-o", str(csv), "--embedder", "raw-pixels"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {csv} exists and is not a case library (an input?); give a new file name")
+    assert len(err.splitlines()) == 1
+    assert hashlib.sha256(csv.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases", "cases.csv"]  # no temporary file left
+    # an existing library is still replaced (rebuilding in place is the normal workflow)
+    lib = tmp_path / "lib.medlib"
+    CaseLibrary.build(case_folder, embedder=PixelEmbedder()).save(lib)
+    assert main(["retrieve", "build", str(csv), "-o", str(lib), "--embedder", "raw-pixels", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cases"] == 8
+
+
+def test_embedder_training_with_one_class_is_refused():
+    """One label used to train silently (loss 0, a descriptor that has learned nothing)."""
+    pytest.importorskip("torch")
+    from napari_medai.retrieval.train import train_embedder
+
+    x = np.zeros((4, 32, 32), np.float32)
+    with pytest.raises(MedaiError, match="1 label.* needs at least two classes"):
+        train_embedder(x, [0, 0, 0, 0], n_classes=1, epochs=1, device="cpu")

@@ -132,6 +132,9 @@ def test_orientation_is_undone_voxel_for_voxel(sample_ct, sample_result):
         (np.zeros((2, 4, 16, 16), np.int16), (1, 1, 1, 1), "2-D slice or a 3-D"),
         (np.zeros((4, 16, 16), np.int16), (1, 1), "spacing has 2 values"),
         (np.zeros((4, 16, 16), np.int16), (1, 0, 1), "positive"),
+        # a header in metres read as mm used to ask the allocator for petabytes (internal error)
+        (np.zeros((4, 16, 16), np.int16), (3e5, 3e5, 3e5), "more than any body scan"),
+        (np.zeros((4, 16, 16), np.int16), (3.0, 3.0, 0.001), "times longer than wide"),
     ],
 )
 def test_bad_input_is_refused(volume, spacing, match):
@@ -313,6 +316,27 @@ def test_evaluate_json(tmp_path, capsys):
     _write_labels(tmp_path / "small.nii.gz", pred[:, :10], np.diag([2.0, 2.0, 3.0, 1.0]))
     assert main(["evaluate", "segment", "--pred", str(tmp_path / "small.nii.gz"), "--gt", gt_path]) == 2
     assert "shapes differ" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_ct_given_as_labels(tmp_path, capsys):
+    """A CT in HU given as --pred used to be scored label by label, one Dice per HU value."""
+    gt = np.zeros((4, 20, 20), np.uint8)
+    gt[:, 5:15, 5:15] = 1
+    ct = np.full((4, 20, 20), -1000, np.int16)
+    ct[:, 5:15, 5:15] = 60
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    _write_labels(tmp_path / "gt.nii.gz", gt, affine)
+    nib.save(nib.Nifti1Image(np.transpose(ct, (2, 1, 0)), affine), tmp_path / "ct.nii.gz")
+    many = np.arange(4 * 20 * 20, dtype=np.uint16).reshape(4, 20, 20)  # 1600 values, none negative
+    nib.save(nib.Nifti1Image(np.transpose(many, (2, 1, 0)), affine), tmp_path / "many.nii.gz")
+    gt_path = str(tmp_path / "gt.nii.gz")
+    assert main(["evaluate", "segment", "--pred", str(tmp_path / "ct.nii.gz"), "--gt", gt_path]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: the prediction holds negative values (down to -1000)")
+    assert "give the label file, not the CT" in captured.err and len(captured.err.splitlines()) == 1
+    assert main(["evaluate", "segment", "--pred", gt_path, "--gt", str(tmp_path / "many.nii.gz")]) == 2
+    assert "the ground truth holds more than 1000 distinct values" in capsys.readouterr().err
 
 
 # ---- training smoke -------------------------------------------------------------------------------

@@ -198,6 +198,26 @@ def test_sample_frame_with_rois_is_graded_normal():
     assert r.grade == 0 and r.probabilities[0] > 0.5
 
 
+def test_frame_saved_as_2d_nifti_is_graded_like_the_jpeg(tmp_path, capsys):
+    """A 2-D NIfTI frame reads as a one-slice stack (1, H, W); it used to be refused as '3-D - pick a frame'."""
+    import nibabel as nib
+
+    from napari_medai.cli.main import main
+    from napari_medai.io.readers import load_image
+    from napari_medai.sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI
+
+    frame = load_image(BMODE_FRAME).data
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(frame.T), np.eye(4)), tmp_path / "frame.nii.gz")
+    assert load_image(tmp_path / "frame.nii.gz").data.shape == (1, *frame.shape)
+    args = ["--roi", ",".join(map(str, BMODE_LIVER_ROI)), "--kidney-roi", ",".join(map(str, BMODE_KIDNEY_ROI)),
+            "--json"]
+    assert main(["grade", str(BMODE_FRAME), str(tmp_path / "frame.nii.gz"), *args]) == 0
+    jpeg, nifti = json.loads(capsys.readouterr().out)["results"]
+    assert nifti["grade"] == jpeg["grade"] == 0
+    assert nifti["probabilities"] == jpeg["probabilities"]
+    assert nifti["hepatorenal_index"] == pytest.approx(1.1224, abs=0.002)
+
+
 def _composite(crop, hri):
     """A real liver crop beside a uniform 'kidney' patch whose mean gives the recorded index."""
     img = np.zeros((64, 96), np.float64)

@@ -272,8 +272,9 @@ def _dock_all(viewer) -> list[str]:
 
 def run_headless(out_dir: str | os.PathLike = "demo_output") -> dict:
     """Run every tool on the samples, write results, report.json, report.md and screenshots."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .io.writers import ensure_output_folder
+
+    out = ensure_output_folder(out_dir)
     report: dict = {"notice": RESEARCH_NOTICE, "tools": {}, "failed": []}
     shots: list = []
     for name, package, step in STEPS:

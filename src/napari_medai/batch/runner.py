@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import MedaiError
-from ..io.writers import atomic_output
+from ..io.writers import atomic_output, ensure_output_folder
 from ..runtime.progress import Progress, ShouldStop, callbacks, check_stop
 from .tasks import TASKS, run_task
 
@@ -188,8 +188,7 @@ def run_batch(
         raise MedaiError(f"unknown batch tool {tool!r}; use one of {', '.join(TASKS)}")
     progress, should_stop = callbacks(progress, should_stop)
     params = dict(params or {})
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_folder(out_dir)
     paths = expand_inputs(inputs)
     key = _params_key(tool, params)
     manifest = _load_manifest(out)

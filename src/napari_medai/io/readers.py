@@ -117,6 +117,7 @@ def _read_nifti(path: Path) -> LoadedImage:
                 raise MedaiError(f"{path.name} is named .gz but is not gzip-compressed; "
                                  "rename it to .nii or re-export it")
     try:
+        _check_nifti_voxel_size(path)  # before nib.load, which would silently set a zero size to 1 mm
         image = nib.load(str(path))
         shape = tuple(int(s) for s in image.shape)
         dtype = image.get_data_dtype()
@@ -140,6 +141,8 @@ def _read_nifti(path: Path) -> LoadedImage:
     # nibabel's voxel order is (i, j, k); napari's is (k, j, i).
     data = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     affine = np.asarray(image.affine, dtype=float).copy()
+    # NIfTI may store distances in metres or microns; the product works in millimetres.
+    affine[:3] *= _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)
     affine[:, :3] = affine[:, [2, 1, 0]]
     try:
         geometry = Geometry.from_affine_ras(affine)
@@ -151,9 +154,38 @@ def _read_nifti(path: Path) -> LoadedImage:
     return LoadedImage(data, geometry, str(path), modality=modality)
 
 
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
+
+
+def _check_nifti_voxel_size(path: Path) -> None:
+    """Refuse a header whose voxel size (pixdim) is zero or not finite on an axis the image has.
+
+    nibabel replaces such sizes by 1 (and prints a line on stderr), which would give every volume, area
+    and resampling a silently wrong scale.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as handle:
+            raw = handle.read(4)
+            handle.seek(0)
+            nifti2 = 540 in (int.from_bytes(raw, "little"), int.from_bytes(raw, "big"))
+            header = (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(handle, check=False)
+    except Exception:  # not a NIfTI header at all: nib.load names the problem
+        return
+    ndim = int(header["dim"][0])
+    sizes = np.asarray(header["pixdim"][1:1 + min(max(ndim, 0), 3)], dtype=float)
+    if sizes.size and not np.all(np.isfinite(sizes) & (sizes != 0)):
+        shown = ", ".join(f"{v:g}" for v in sizes)
+        raise MedaiError(f"{path.name} has voxel size ({shown}) in its header (pixdim); a zero or non-finite size "
+                         "makes every distance and volume wrong: set the true voxel size in mm and re-save it")
+
+
 # ---------------------------------------------------------------------------------------- rasters
 def _read_raster(path: Path) -> LoadedImage:
     suffix = suffix_of(path)
+    grey_file = False
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -162,6 +194,9 @@ def _read_raster(path: Path) -> LoadedImage:
                 series = tif.series[0]
                 ensure_fits(estimate_bytes(series.shape, series.dtype), f"reading {path.name} {series.shape}")
                 data = series.asarray()
+                # the file says whether a trailing axis of 3-4 is colour; a grey stack of 3-4 columns is not
+                grey_file = series.keyframe.photometric in (tifffile.PHOTOMETRIC.MINISBLACK,
+                                                            tifffile.PHOTOMETRIC.MINISWHITE)
         else:
             import imageio.v3 as iio
 
@@ -174,7 +209,7 @@ def _read_raster(path: Path) -> LoadedImage:
     _refuse_non_finite(data, path)
     rgb = False
     # A trailing axis of 3-4 on a larger image is colour (RGB ultrasound screenshots); (3, H, W) is a stack.
-    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4 and not grey_file:
         data = data[..., :3]
         if np.array_equal(data[..., 0], data[..., 1]) and np.array_equal(data[..., 0], data[..., 2]):
             data = np.ascontiguousarray(data[..., 0])  # grey stored as RGB
@@ -212,6 +247,18 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
     return pixels
 
 
+def _pixel_spacing(ds, name: str) -> list:
+    """PixelSpacing (row, column) in mm; 1 mm when absent, refused when zero, negative or not finite."""
+    try:
+        spacing = [float(v) for v in getattr(ds, "PixelSpacing", None) or [1.0, 1.0]]
+    except (TypeError, ValueError):
+        spacing = [float("nan")]
+    if len(spacing) != 2 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise MedaiError(f"{name} has PixelSpacing {getattr(ds, 'PixelSpacing', None)!s} in its header; a zero or "
+                         "non-finite pixel size makes every distance and volume wrong: re-export it from the scanner")
+    return spacing
+
+
 def _dicom_info(ds) -> dict:
     # Only acquisition facts; never patient names, IDs, dates of birth or institution.
     keys = ("Modality", "Manufacturer", "SeriesDescription", "KVP", "ConvolutionKernel")
@@ -227,7 +274,7 @@ def _read_dicom_file(path: Path) -> LoadedImage:
         raise MedaiError(f"{path.name} is not a readable DICOM file ({_short(exc)}); check the file") from None
     pixels = _dicom_pixels(ds, path)
     rgb = getattr(ds, "PhotometricInterpretation", "") in ("RGB", "YBR_FULL", "YBR_FULL_422") and pixels.shape[-1] == 3
-    spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
+    spacing = _pixel_spacing(ds, path.name)
     spatial = pixels.ndim - (1 if rgb else 0)
     if spatial == 3:  # multi-frame (cine); frame spacing is not a distance
         geometry = Geometry.identity(3, (1.0, spacing[0], spacing[1]))
@@ -256,6 +303,11 @@ def _read_dicom_folder(folder: Path) -> LoadedImage:
         except Exception:
             skipped.append(file.name)
     if not headers:
+        images = [f for f in files if suffix_of(f) in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES)]
+        if images:
+            raise MedaiError(f"folder {folder} holds {len(images)} image file(s) (e.g. {images[0].name}) and no DICOM "
+                             "series, and a folder is read as one DICOM series: give the image files themselves "
+                             f"(e.g. {folder / '*'})")
         raise MedaiError(f"folder {folder} holds no DICOM images with positions; give a folder with one CT/MR series")
     series = {}
     for file, ds in headers:
@@ -266,14 +318,19 @@ def _read_dicom_folder(folder: Path) -> LoadedImage:
                          "put each series in its own folder")
     slices = next(iter(series.values()))
     orientation = np.array([float(v) for v in slices[0][1].ImageOrientationPatient])
+    if orientation.size != 6:
+        orientation = np.full(6, np.nan)
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
+    if not np.all(np.isfinite(orientation)) or not 0.9 < np.linalg.norm(normal) < 1.1:
+        raise MedaiError(f"folder {folder}: ImageOrientationPatient {orientation.tolist()} is not two perpendicular "
+                         "unit directions; the series cannot be placed in space: re-export it from the scanner")
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
     order = np.argsort(positions @ normal)
     slices = [slices[i] for i in order]
     positions = positions[order]
     distances = positions @ normal
-    pixel_spacing = [float(v) for v in getattr(slices[0][1], "PixelSpacing", [1.0, 1.0])]
+    pixel_spacing = _pixel_spacing(slices[0][1], f"folder {folder}")
     rows, cols = int(slices[0][1].Rows), int(slices[0][1].Columns)
     ensure_fits(estimate_bytes((len(slices), rows, cols), np.float32), f"reading DICOM series {folder.name}")
     if len(slices) > 1:

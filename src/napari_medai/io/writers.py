@@ -30,7 +30,11 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     meaningful extension on the temporary file for writers that choose their format from it.
     """
     path = Path(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise MedaiError(f"cannot write in {path.parent} ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from None
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -47,6 +51,8 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def check_output_path(out_path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Validate an output path before any work starts (so a bad path fails fast)."""
     out = Path(out_path).expanduser()
+    if out.is_dir():
+        raise MedaiError(f"output {out} is a folder; give a file name such as {out / 'result.nii.gz'}")
     if suffix_of(out) not in WRITABLE:
         raise MedaiError(f"cannot write '{out.name}': use .nii, .nii.gz, .tif, .png or .jpg as the output suffix")
     for source in inputs:
@@ -54,11 +60,30 @@ def check_output_path(out_path: str | os.PathLike, inputs: Iterable[str | os.Pat
         if source.exists() and (out.resolve() == source.resolve() or (out.exists() and out.samefile(source))):
             raise MedaiError(f"output {out} is the input file; "
                              "choose another output path (inputs are never overwritten)")
-    if out.is_dir():
-        raise MedaiError(f"output {out} is a folder; give a file name such as {out / 'result.nii.gz'}")
     if not out.parent.exists():
         raise MedaiError(f"output folder {out.parent} does not exist; create it first")
+    _refuse_unwritable(out.parent)
     return out
+
+
+def ensure_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for outputs, or refuse in one line: a file in the way, no permission."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise MedaiError(f"output folder {folder} is a file; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedaiError(f"cannot create output folder {folder} ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from None
+    _refuse_unwritable(folder)
+    return folder
+
+
+def _refuse_unwritable(folder: Path) -> None:
+    # Checked before any work starts; atomic_output catches what this cannot see (e.g. root on a read-only share).
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MedaiError(f"cannot write in {folder} (permission denied); choose a folder you can write to")
 
 
 def to_uint8(data: np.ndarray) -> np.ndarray:
@@ -92,7 +117,8 @@ def save_image(
         elif suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(str(tmp), data, photometric="rgb" if rgb else None)
+            # explicit: tifffile would store a 3- or 4-slice stack (3, H, W) as one RGB(A) picture
+            tifffile.imwrite(str(tmp), data, photometric="rgb" if rgb else "minisblack")
         else:
             import imageio.v3 as iio
 

@@ -306,6 +306,22 @@ def _grow(view: np.ndarray, buf: Optional[np.ndarray], new: np.ndarray):
     return buf[: n + m], buf
 
 
+def _is_library_file(path: Path) -> bool:
+    """Whether ``path`` is a napari-medai case library (SQLite with the library's ``meta`` table)."""
+    with open(path, "rb") as handle:
+        if handle.read(16) != b"SQLite format 3\0":
+            return False
+    try:
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False
+    return bool(row) and row[0] == "napari-medai case library"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -770,8 +786,12 @@ class CaseLibrary:
         path = Path(path).expanduser()
         if path.is_dir():
             raise MedaiError(f"{path} is a folder; give a file name such as cases.medlib")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from ..io.writers import atomic_output
+        if path.is_file() and not _is_library_file(path):  # never replace a case list, an image or anything else
+            raise MedaiError(f"{path} exists and is not a case library (an input?); "
+                             "give a new file name such as cases.medlib")
+        from ..io.writers import atomic_output, ensure_output_folder
+
+        ensure_output_folder(path.parent)
 
         with atomic_output(path, ".medlib") as tmp:
             con = sqlite3.connect(tmp)

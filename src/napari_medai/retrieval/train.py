@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import RETRIEVAL
+from ..errors import MedaiError
 from ..runtime.progress import check_stop
 from ._net import build_net
 from .embedder import descriptor_dim
@@ -133,6 +134,9 @@ def train_embedder(
     Returns (net, arch dict, history list)."""
     from ..runtime.device import resolve_device
 
+    if int(n_classes) < 2 and y_coarse is None:
+        raise MedaiError(f"{n_classes} label(s) in the cases; training an embedder needs at least two classes "
+                         "(one sub-folder per class, or a CSV label column with two or more values)")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     choice = resolve_device(device)

@@ -127,6 +127,10 @@ def register(groups) -> None:
     e.set_defaults(func=run_evaluate)
 
 
+#: ``evaluate segment`` refuses files with more distinct values than this: an image, not a label map
+MAX_LABELS = 1000
+
+
 def _model_record(model) -> dict:
     return {
         "name": getattr(model, "name", str(model)),
@@ -213,6 +217,12 @@ def run_evaluate(args) -> int:
         data = label_image.data
         if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
             raise MedaiError(f"the {which} holds non-integer values; give a label image")
+        if data.size and data.min() < 0:
+            raise MedaiError(f"the {which} holds negative values (down to {data.min():g}), so it is an image, not "
+                             "labels (0 background, 1, 2, ...): give the label file, not the CT")
+        if len(np.unique(data)) > MAX_LABELS:
+            raise MedaiError(f"the {which} holds more than {MAX_LABELS} distinct values, so it is an image, not "
+                             "labels: give the label file, not the CT")
     from .metrics import dice
 
     p, g = np.asarray(pred.data).astype(np.int64), np.asarray(gt.data).astype(np.int64)

@@ -84,6 +84,12 @@ class LoadedModel:
 
 
 # ------------------------------------------------------------------------------------ validation
+#: no scan spans more than this along any axis (a whole-body CT is about 2 m)
+MAX_EXTENT_MM = 3000.0
+#: in-plane pixels of CT and MR are (nearly) square; beyond this the spacing is wrong or in the wrong order
+MAX_PIXEL_ASPECT = 10.0
+
+
 def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     array = np.asarray(volume)
     if array.dtype.kind not in "biuf":
@@ -110,7 +116,20 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
                          "give one per axis (z, y, x)")
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise MedaiError(f"spacing {spacing} must be positive finite millimetres")
+    # Models resample to millimetres: an absurd voxel size (a header in other units) would ask for terabytes.
+    extent = [n * s for n, s in zip(array.shape, spacing)]
+    if max(extent) > MAX_EXTENT_MM:
+        raise MedaiError(f"with spacing {_mm(spacing)} mm the image spans {_mm(extent)} mm, more than any body "
+                         "scan; check the voxel size in the file's header (metres or centimetres stored as mm?)")
+    sy, sx = spacing[-2:]
+    if max(sy, sx) > MAX_PIXEL_ASPECT * min(sy, sx):
+        raise MedaiError(f"pixels of {sy:g} x {sx:g} mm are more than {MAX_PIXEL_ASPECT:g} times longer than wide; "
+                         "check the spacing (z, y, x order) in the file's header")
     return array, spacing
+
+
+def _mm(values) -> str:
+    return " x ".join(f"{v:.4g}" for v in values)
 
 
 def validate_ct_hu(array: np.ndarray, what: str = "the image") -> None:
