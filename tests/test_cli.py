@@ -39,3 +39,18 @@ def test_cli_entry_point_refuses_bad_input_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "not gzip" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not out.exists() and bad.read_bytes() == b"not a nifti"
+
+
+def test_closed_stdout_is_not_an_internal_error():
+    """`napari-medai ... --json | head -3` used to end in 'error: internal error BrokenPipeError'."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first write
+    proc = subprocess.run([sys.executable, "-m", "napari_medai.cli.main", "models", "--json"], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == ""

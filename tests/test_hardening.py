@@ -186,3 +186,18 @@ def test_unwritable_output_folder_is_one_line_before_any_work(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err == f"error: cannot write in {locked} (permission denied); choose a folder you can write to\n"
     assert list(locked.iterdir()) == [] and _sha(source) == before
+
+
+def test_output_inside_the_input_dicom_folder_is_refused(tmp_path, capsys):
+    """`segment series/ -o series/labels.nii.gz` used to add the labels to the input series folder."""
+    from dicom_factory import write_series
+
+    if not _available("enhance"):
+        pytest.skip("enhance not in this build")
+    write_series(tmp_path / "series", 3)
+    listing = sorted(p.name for p in (tmp_path / "series").iterdir())
+    assert main(["enhance", str(tmp_path / "series"), "-o", str(tmp_path / "series" / "out.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: output ") and "is inside the input folder" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == listing
+    assert main(["enhance", str(tmp_path / "series"), "-o", str(tmp_path / "out.nii.gz")]) == 0

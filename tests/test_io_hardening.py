@@ -224,3 +224,14 @@ def test_tiff_stack_with_three_columns_round_trips_as_grey(tmp_path):
     colour = (np.random.default_rng(1).random((20, 30, 3)) * 255).astype(np.uint8)
     save_image(tmp_path / "colour.tif", colour, rgb=True)
     assert load_image(tmp_path / "colour.tif").rgb
+
+
+def test_grey_plus_alpha_png_reads_as_grey(tmp_path):
+    """A grey + alpha PNG (H, W, 2) used to be read as a 3-D volume of H slices of W x 2 pixels."""
+    import imageio.v3 as iio
+
+    grey = (np.arange(40 * 50).reshape(40, 50) % 251).astype(np.uint8)
+    iio.imwrite(tmp_path / "la.png", np.dstack([grey, np.full_like(grey, 255)]))
+    loaded = load_image(tmp_path / "la.png")
+    assert not loaded.rgb and loaded.geometry.ndim == 2
+    np.testing.assert_array_equal(loaded.data, grey)

@@ -507,3 +507,15 @@ def test_embedder_training_with_one_class_is_refused():
     x = np.zeros((4, 32, 32), np.float32)
     with pytest.raises(MedaiError, match="1 label.* needs at least two classes"):
         train_embedder(x, [0, 0, 0, 0], n_classes=1, epochs=1, device="cpu")
+
+
+def test_query_with_nan_values_is_refused(case_folder):
+    """NaN voxels used to become 0 and the query went on with a descriptor of another image."""
+    lib = CaseLibrary.build(case_folder, embedder=PixelEmbedder())
+    query = shape_image("disc").astype(np.float32)
+    query[::7, ::5] = np.nan
+    with pytest.raises(MedaiError, match="the image has 70 NaN or infinite values; fix or mask them"):
+        lib.query(query, k=2)
+    with pytest.raises(MedaiError, match="NaN or infinite"):
+        lib.add_images([np.full((SIZE, SIZE), np.inf, np.float32)], labels=["disc"])
+    assert len(lib) == 8

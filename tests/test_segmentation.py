@@ -142,6 +142,13 @@ def test_bad_input_is_refused(volume, spacing, match):
         segment(volume, spacing=spacing, device="cpu")
 
 
+@pytest.mark.parametrize("affine", [np.eye(3), np.zeros((4, 4)), np.full((4, 4), np.nan)])
+def test_malformed_affine_is_refused(sample_ct, affine):
+    """A 3x3 affine used to be read as 'array stored x, y, z' and gave 0.5 ml of liver instead of ~100 ml."""
+    with pytest.raises(MedaiError, match=r"affine must be a 4x4 finite matrix .* pass geometry.affine_ras\(\)"):
+        segment(sample_ct.data[10:14], spacing=sample_ct.geometry.spacing, affine=affine, device="cpu")
+
+
 def test_cancel_stops_the_job():
     volume, _, spacing = make_ct_phantom(seed=2, shape=(8, 64, 64))
     calls = []

@@ -218,6 +218,23 @@ def test_frame_saved_as_2d_nifti_is_graded_like_the_jpeg(tmp_path, capsys):
     assert nifti["hepatorenal_index"] == pytest.approx(1.1224, abs=0.002)
 
 
+def test_single_channel_frame_and_overlapping_rois():
+    """(H, W, 1) used to be refused as 3-D; a kidney ROI on the liver ROI gave a confident S0 (index 1.0)."""
+    from napari_medai import grade_steatosis
+    from napari_medai.io.readers import load_image
+    from napari_medai.sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI
+
+    frame = load_image(BMODE_FRAME).data
+    plain = grade_steatosis(frame, roi=BMODE_LIVER_ROI, kidney_roi=BMODE_KIDNEY_ROI, device="cpu", heatmap=False)
+    channel = grade_steatosis(frame[..., None], roi=BMODE_LIVER_ROI, kidney_roi=BMODE_KIDNEY_ROI, device="cpu",
+                              heatmap=False)
+    np.testing.assert_array_equal(channel.probabilities, plain.probabilities)
+    assert not plain.uncertain
+    same = grade_steatosis(frame, roi=BMODE_LIVER_ROI, kidney_roi=BMODE_LIVER_ROI, device="cpu", heatmap=False)
+    assert same.hepatorenal_index == pytest.approx(1.0)
+    assert same.uncertain and any("ROIs overlap" in reason for reason in same.uncertain_reasons)
+
+
 def _composite(crop, hri):
     """A real liver crop beside a uniform 'kidney' patch whose mean gives the recorded index."""
     img = np.zeros((64, 96), np.float64)

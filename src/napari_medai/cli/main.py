@@ -209,7 +209,8 @@ def run_selftest_command(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console entry point; returns the exit code (2 for refused input, 130 when cancelled)."""
+    """Console entry point; returns the exit code (2 for refused input, 130 when cancelled, 141 when the
+    reader of stdout went away, as a shell reports SIGPIPE)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -225,6 +226,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed by the reader (`... --json | head`): not an error of ours
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):  # stdout is not a real file (captured)
+            pass
+        return 141
     except MedaiError as exc:
         if debug:
             raise

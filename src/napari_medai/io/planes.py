@@ -18,8 +18,10 @@ def to_gray(image: Any, *, what: str = "image", dtype=np.float64, squeeze: bool 
             hint: str = "pick a 2-D plane of the stack") -> np.ndarray:
     """2-D grey levels of a grey or RGB(A) picture ``(y, x[, c])`` as ``dtype`` (a new array).
 
-    RGB(A) becomes luminance (:data:`LUMA`, alpha ignored). ``squeeze`` drops axes of length 1 first.
-    Anything else that is not 2-D is refused with a :class:`MedaiError` ending in ``hint``.
+    RGB(A) becomes luminance (:data:`LUMA`, alpha ignored). One plane stored with a length-1 first or last
+    axis (a 2-D NIfTI reads as ``(1, y, x)``, some loaders give ``(y, x, 1)``) is that plane. ``squeeze``
+    drops every axis of length 1 first. Anything else that is not 2-D is refused with a :class:`MedaiError`
+    ending in ``hint``.
     """
     if image is None:
         raise MedaiError(f"no {what} given; pass a 2-D image (or an RGB picture)")
@@ -30,6 +32,10 @@ def to_gray(image: Any, *, what: str = "image", dtype=np.float64, squeeze: bool 
         raise MedaiError(f"the {what} has dtype {arr.dtype}; pass a numeric 2-D image")
     if squeeze:
         arr = np.squeeze(arr)
+    elif arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    elif arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
         arr = arr[..., :3].astype(np.float64) @ LUMA
     elif arr.ndim != 2:

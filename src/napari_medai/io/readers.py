@@ -208,6 +208,8 @@ def _read_raster(path: Path) -> LoadedImage:
                          "re-export it") from None
     _refuse_non_finite(data, path)
     rgb = False
+    if suffix == ".png" and data.ndim == 3 and data.shape[-1] == 2:
+        data = np.ascontiguousarray(data[..., 0])  # grey + alpha: PNG has no other two-channel kind
     # A trailing axis of 3-4 on a larger image is colour (RGB ultrasound screenshots); (3, H, W) is a stack.
     if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4 and not grey_file:
         data = data[..., :3]

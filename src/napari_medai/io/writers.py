@@ -60,6 +60,10 @@ def check_output_path(out_path: str | os.PathLike, inputs: Iterable[str | os.Pat
         if source.exists() and (out.resolve() == source.resolve() or (out.exists() and out.samefile(source))):
             raise MedaiError(f"output {out} is the input file; "
                              "choose another output path (inputs are never overwritten)")
+        parent = out.parent.resolve()
+        if source.is_dir() and source.resolve() in (parent, *parent.parents):
+            raise MedaiError(f"output {out} is inside the input folder {source}, which would then hold more than "
+                             "its DICOM series; write it somewhere else")
     if not out.parent.exists():
         raise MedaiError(f"output folder {out.parent} does not exist; create it first")
     _refuse_unwritable(out.parent)

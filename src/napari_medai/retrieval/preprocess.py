@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MedaiError
 from ..io import planes
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """2-D float32 grey levels for the embedders: :func:`napari_medai.io.planes.to_gray` (RGB(A) ->
-    luminance, axes of length 1 dropped)."""
-    return planes.to_gray(image, dtype=np.float32, squeeze=True, hint="pick a slice or an ROI of the volume")
+    luminance, axes of length 1 dropped). NaN or infinite values are refused, as every reader and tool does:
+    turned into 0 they gave a descriptor of another image."""
+    gray = planes.to_gray(image, dtype=np.float32, squeeze=True, hint="pick a slice or an ROI of the volume")
+    if not np.isfinite(gray).all():
+        bad = int(np.count_nonzero(~np.isfinite(gray)))
+        raise MedaiError(f"the image has {bad} NaN or infinite values; fix or mask them before querying "
+                         "or adding it to a library")
+    return gray
 
 
 def normalize(a: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:

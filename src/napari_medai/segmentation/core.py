@@ -128,6 +128,21 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     return array, spacing
 
 
+def _check_affine(affine) -> Optional[np.ndarray]:
+    """``None`` or a 4x4 finite affine with an invertible 3x3 part; anything else would silently pick a
+    wrong slice orientation."""
+    if affine is None:
+        return None
+    try:
+        a = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        a = np.empty(0)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)) or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise MedaiError(f"affine must be a 4x4 finite matrix mapping array indices to RAS mm with non-zero voxel "
+                         f"sizes (got shape {a.shape}); pass geometry.affine_ras() of the loaded image, or None")
+    return a
+
+
 def _mm(values) -> str:
     return " x ".join(f"{v:.4g}" for v in values)
 
@@ -716,6 +731,7 @@ def segment(
     start = time.perf_counter()
     progress, should_stop = callbacks(progress, should_stop)
     array, spacing = _check_input(volume, spacing)
+    affine = _check_affine(affine)
     if model is None:  # the default model is a CT model: refuse non-HU input before loading anything
         validate_ct_hu(array)
     choice = resolve_device(device)

@@ -308,8 +308,9 @@ def grade_steatosis(
         if not np.isfinite(hri):
             warnings.append("kidney ROI is black (mean 0): no hepatorenal index")
             hri = None
-        if (region & kmask).any():
-            warnings.append("liver and kidney ROIs overlap; the index is unreliable")
+        if (region & kmask).any():  # the index enters the grade, so the grade is uncertain too
+            uncertain_reasons.append("liver and kidney ROIs overlap, so the hepatorenal index is unreliable; "
+                                     "draw the kidney ROI on the renal cortex")
 
     grader, card, dev_name = get_grader(model, device)
     positions = _patch_positions(region, box, (H, W))

@@ -23,9 +23,6 @@ CROP_CALIBRATION = 1.1225
 def to_gray(image, what: str = "image") -> np.ndarray:
     """Validated 2-D float64 grey levels of a B-mode frame (:func:`napari_medai.io.planes.to_gray`:
     RGB -> luminance), refusing NaN, tiny and 3-D input."""
-    array = np.asarray(image) if image is not None else None
-    if array is not None and array.ndim == 3 and array.shape[0] == 1:
-        image = array[0]  # a one-frame stack, as a 2-D NIfTI or a one-frame DICOM reads, is that frame
     out = planes.to_gray(image, what=what, hint="steatosis grading takes one 2-D frame - pick a frame of the stack")
     if out.size == 0 or min(out.shape) < 4:
         raise MedaiError(f"the {what} is empty or tiny {tuple(out.shape)}; pass a B-mode frame")
