@@ -519,3 +519,20 @@ def test_query_with_nan_values_is_refused(case_folder):
     with pytest.raises(MedaiError, match="NaN or infinite"):
         lib.add_images([np.full((SIZE, SIZE), np.inf, np.float32)], labels=["disc"])
     assert len(lib) == 8
+
+
+def test_build_into_an_unwritable_folder_is_refused_before_embedding(case_folder, tmp_path, capsys, monkeypatch):
+    """It used to embed every case and then end in 'internal error PermissionError'."""
+    import os
+
+    from napari_medai.cli.main import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    monkeypatch.setattr(CaseLibrary, "build", classmethod(lambda *a, **k: pytest.fail("embedded before the check")))
+    assert main(["retrieve", "build", str(case_folder), "-o", str(locked / "lib.medlib")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write in {locked} (permission denied); choose a folder you can write to\n"
+    assert list(locked.iterdir()) == []

@@ -85,15 +85,10 @@ def run_build(args) -> int:
     Returns:
         The exit code: 0, or 1 when some cases were skipped as unreadable (listed in the output).
     """
-    from pathlib import Path
-
     from ..cli.main import emit_json
-    from ..errors import MedaiError
-    from .library import CaseLibrary
+    from .library import CaseLibrary, check_library_path
 
-    out = Path(args.output)
-    if out.exists() and out.is_dir():
-        raise MedaiError(f"{out} is a folder; give a library file name such as cases.medlib")
+    out = check_library_path(args.output)  # before any work
     from .embedder import get_embedder
 
     failures = []

@@ -306,6 +306,22 @@ def _grow(view: np.ndarray, buf: Optional[np.ndarray], new: np.ndarray):
     return buf[: n + m], buf
 
 
+def check_library_path(path: str | os.PathLike) -> Path:
+    """Where a library may be saved (checked before a build starts, and again by ``save``): not a folder,
+    not an existing file other than a case library (a case list, an image), in a folder that can be written
+    (created if missing)."""
+    from ..io.writers import ensure_output_folder
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise MedaiError(f"{path} is a folder; give a file name such as cases.medlib")
+    if path.is_file() and not _is_library_file(path):
+        raise MedaiError(f"{path} exists and is not a case library (an input?); "
+                         "give a new file name such as cases.medlib")
+    ensure_output_folder(path.parent)
+    return path
+
+
 def _is_library_file(path: Path) -> bool:
     """Whether ``path`` is a napari-medai case library (SQLite with the library's ``meta`` table)."""
     with open(path, "rb") as handle:
@@ -783,15 +799,8 @@ class CaseLibrary:
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the library to one SQLite file (atomically: temp file + rename)."""
-        path = Path(path).expanduser()
-        if path.is_dir():
-            raise MedaiError(f"{path} is a folder; give a file name such as cases.medlib")
-        if path.is_file() and not _is_library_file(path):  # never replace a case list, an image or anything else
-            raise MedaiError(f"{path} exists and is not a case library (an input?); "
-                             "give a new file name such as cases.medlib")
-        from ..io.writers import atomic_output, ensure_output_folder
-
-        ensure_output_folder(path.parent)
+        path = check_library_path(path)
+        from ..io.writers import atomic_output
 
         with atomic_output(path, ".medlib") as tmp:
             con = sqlite3.connect(tmp)
