@@ -82,3 +82,17 @@ def test_enhance_refusals_are_one_line_and_leave_nothing(tmp_path, capsys, extra
 def test_enhance_volume_to_png_is_refused_before_work(tmp_path, capsys):
     assert main(["enhance", str(CT_VOLUME), "-o", str(tmp_path / "v.png")]) == 2
     assert "2-D images only" in capsys.readouterr().err
+
+
+def test_enhance_one_slice_nifti_to_png_is_the_2d_result(tmp_path, capsys):
+    """A 2-D NIfTI slice reads as (1, H, W); writing it as PNG used to be refused as a 3-D volume."""
+    import imageio.v3 as iio
+
+    ct = nib.load(str(CT_VOLUME))
+    plane = np.asarray(ct.dataobj)[:, :, 15]
+    nib.save(nib.Nifti1Image(plane, ct.affine), tmp_path / "slice.nii.gz")
+    assert main(["enhance", str(tmp_path / "slice.nii.gz"), "-o", str(tmp_path / "slice.png"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["shape"] == [101, 122] and doc["parameters"]["mode"] == "2d"
+    expected = clahe(load_image(tmp_path / "slice.nii.gz").data[0], mode="2d", device="cpu")
+    np.testing.assert_array_equal(iio.imread(tmp_path / "slice.png"), np.round(expected * 255).astype(np.uint8))

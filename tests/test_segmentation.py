@@ -274,6 +274,24 @@ def test_cli_keeps_the_affine_of_an_oblique_anisotropic_volume(tmp_path, capsys)
     assert isinstance(doc["notes"], list)
 
 
+def test_cli_one_slice_nifti_to_png_gives_the_slice_labels(tmp_path, capsys, sample_ct):
+    """A 2-D NIfTI slice (read as (1, H, W)) to .png used to be refused as a 3-D volume; it is segmented as
+    the one-slice volume (its affine still orients it) and written as the slice."""
+    import imageio.v3 as iio
+
+    ct = nib.load(str(CT_VOLUME))
+    nib.save(nib.Nifti1Image(np.asarray(ct.dataobj)[:, :, 15], ct.affine), tmp_path / "slice.nii.gz")
+    assert main(["segment", str(tmp_path / "slice.nii.gz"), "-o", str(tmp_path / "slice.png"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["shape"] == [101, 122]
+    png = iio.imread(tmp_path / "slice.png")
+    assert main(["segment", str(tmp_path / "slice.nii.gz"), "-o", str(tmp_path / "slice_labels.nii.gz")]) == 0
+    capsys.readouterr()
+    as_nifti = load_image(tmp_path / "slice_labels.nii.gz").data[0]
+    np.testing.assert_array_equal(png, as_nifti)
+    assert (png == 1).sum() > 500  # the liver is on this slice
+
+
 def test_cli_refuses_rgb_and_picture_outputs(tmp_path, capsys):
     from PIL import Image
 

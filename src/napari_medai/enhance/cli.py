@@ -53,6 +53,10 @@ def run_enhance(args) -> int:
     suffix = suffix_of(out_path)
     loaded = load_image(args.input)
     spatial = loaded.spatial_shape
+    data, geometry = loaded.data, loaded.geometry
+    if suffix in (".png", ".jpg", ".jpeg") and len(spatial) == 3 and spatial[0] == 1:
+        data, geometry = data[0], geometry.slice(0, 0)  # a one-slice volume (a 2-D NIfTI) is that slice
+        spatial = spatial[1:]
     if suffix in NIFTI_SUFFIXES and loaded.rgb:
         raise MedaiError(f"{Path(args.input).name} is an RGB image; write it as .png, .jpg or .tif, not NIfTI")
     if suffix in (".png", ".jpg", ".jpeg") and len(spatial) != 2:
@@ -61,7 +65,7 @@ def run_enhance(args) -> int:
             "only, write .nii.gz or .tif"
         )
     result = run_clahe(
-        loaded.data,
+        data,
         kernel_size=args.kernel_size,
         clip_limit=args.clip_limit,
         nbins=args.nbins,
@@ -71,7 +75,7 @@ def run_enhance(args) -> int:
         rgb=loaded.rgb,
         progress=cli_progress(not args.json),
     )
-    written = save_image(out_path, result.image, loaded.geometry, inputs=[args.input], rgb=loaded.rgb)
+    written = save_image(out_path, result.image, geometry, inputs=[args.input], rgb=loaded.rgb)
     image = result.image
     document = {
         "input": str(args.input),
@@ -82,7 +86,7 @@ def run_enhance(args) -> int:
         "device": result.device,
         "seconds": round(result.seconds, 4),
         "range": [float(np.min(image)), float(np.max(image))],
-        "spacing": list(loaded.geometry.spacing),
+        "spacing": list(geometry.spacing),
         "notice": RESEARCH_NOTICE,
     }
     if args.json:

@@ -147,7 +147,8 @@ def _read_nifti(path: Path) -> LoadedImage:
     try:
         geometry = Geometry.from_affine_ras(affine)
     except (ValueError, np.linalg.LinAlgError):
-        raise MedaiError(f"{path.name} has a degenerate affine (zero voxel size); fix its header") from None
+        raise MedaiError(f"{path.name} has a degenerate affine (a zero or non-finite voxel size); "
+                         "fix its header") from None
     if data.dtype == np.float64:
         data = data.astype(np.float32)
     modality = "CT" if data.dtype.kind in "iuf" and data.size and float(data.min()) <= -500 else None

@@ -154,27 +154,32 @@ def run_segment(args) -> int:
     out_suffix = suffix_of(out_path)
     loaded = load_image(args.input)
     name = Path(args.input).name
+    data, geometry = loaded.data, loaded.geometry
+    # a one-slice volume (a 2-D NIfTI) goes to PNG as its slice; it is segmented as a volume, so its affine
+    # still orients it
+    one_slice_png = out_suffix == ".png" and data.ndim == 3 and data.shape[0] == 1
     if args.model is None:
         # the check segment() itself runs (core.validate_ct_hu: RGB or 8-bit pictures, MR, ultrasound are not
         # CT in HU), done here first only so the message names the file; other models are checked in segment()
-        validate_ct_hu(loaded.data, name)
-    if out_suffix in (".png", ".jpg", ".jpeg") and loaded.data.ndim != 2:
-        raise MedaiError(f"{name} is a 3-D volume {loaded.data.shape}; PNG/JPEG hold one slice, write .nii.gz")
+        validate_ct_hu(data, name)
+    if out_suffix in (".png", ".jpg", ".jpeg") and data.ndim != 2 and not one_slice_png:
+        raise MedaiError(f"{name} is a 3-D volume {data.shape}; PNG/JPEG hold one slice, write .nii.gz")
     if out_suffix in (".jpg", ".jpeg"):
         raise MedaiError("JPEG is lossy and would corrupt label values; write .nii.gz, .tif or .png")
-    if loaded.data.ndim not in (2, 3):
-        raise MedaiError(f"{name} has shape {loaded.data.shape}; segmentation takes a 2-D slice or a 3-D volume")
+    if data.ndim not in (2, 3):
+        raise MedaiError(f"{name} has shape {data.shape}; segmentation takes a 2-D slice or a 3-D volume")
     result = segment(
-        loaded.data, spacing=loaded.geometry.spacing, model=args.model,
-        affine=loaded.geometry.affine_ras() if loaded.geometry.ndim == 3 else None,  # 2-D images have no RAS affine
+        data, spacing=geometry.spacing, model=args.model,
+        affine=geometry.affine_ras() if geometry.ndim == 3 else None,  # 2-D images have no RAS affine
         device=args.device, progress=cli_progress(not args.json), postprocessing=not args.no_postprocess,
     )
-    written = save_image(out_path, result.labels, loaded.geometry, inputs=[args.input])
+    labels, out_geometry = (result.labels[0], geometry.slice(0, 0)) if one_slice_png else (result.labels, geometry)
+    written = save_image(out_path, labels, out_geometry, inputs=[args.input])
     document = {
         "input": str(args.input),
         "output": str(written),
-        "shape": list(result.labels.shape),
-        "spacing": list(loaded.geometry.spacing),
+        "shape": list(labels.shape),
+        "spacing": list(geometry.spacing),
         "labels": {str(k): v for k, v in result.names.items()},
         "volumes_ml": result.volumes_ml,
         "areas_cm2": result.areas_cm2,
