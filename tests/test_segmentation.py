@@ -142,6 +142,25 @@ def test_bad_input_is_refused(volume, spacing, match):
         segment(volume, spacing=spacing, device="cpu")
 
 
+def test_pixel_aspect_is_checked_on_axial_slices():
+    """A thick-slice CT (0.6 mm pixels, 10 mm slices) stored x-major with an affine that says so is not refused
+    for its (y, z) pixels of 0.6 x 10 mm; the same spacing given without an affine is (the array's last two axes
+    are then taken as the axial plane)."""
+    from napari_medai.io.geometry import reorder_with_affine
+
+    ct = np.full((6, 40, 40), -1000, np.int16)
+    ct[:, 8:32, 8:32] = 40
+    # (z, y, x) indices -> RAS mm, radiological: z superior, rows anterior -> posterior, columns right -> left
+    affine = np.array([[0, 0, -0.6, 0], [0, -0.6, 0, 0], [10.0, 0, 0, 0], [0, 0, 0, 1]], float)
+    moved, moved_affine = reorder_with_affine(ct, affine, (2, 1, 0), ())
+    spacing = tuple(float(v) for v in np.linalg.norm(moved_affine[:3, :3], axis=0))
+    assert spacing == (0.6, 0.6, 10.0)
+    with pytest.raises(MedaiError, match="times longer than wide"):
+        segment(moved, spacing=spacing, device="cpu")
+    result = segment(moved, spacing=spacing, affine=moved_affine, device="cpu")
+    assert result.labels.shape == moved.shape
+
+
 @pytest.mark.parametrize("affine", [np.eye(3), np.zeros((4, 4)), np.full((4, 4), np.nan)])
 def test_malformed_affine_is_refused(sample_ct, affine):
     """A 3x3 affine used to be read as 'array stored x, y, z' and gave 0.5 ml of liver instead of ~100 ml."""

@@ -225,7 +225,7 @@ def run_evaluate(args) -> int:
         if data.size and data.min() < 0:
             raise MedaiError(f"the {which} holds negative values (down to {data.min():g}), so it is an image, not "
                              "labels (0 background, 1, 2, ...): give the label file, not the CT")
-        if len(np.unique(data)) > MAX_LABELS:
+        if data.size and data.max() > MAX_LABELS and len(np.unique(data)) > MAX_LABELS:  # sort only images
             raise MedaiError(f"the {which} holds more than {MAX_LABELS} distinct values, so it is an image, not "
                              "labels: give the label file, not the CT")
     from .metrics import dice

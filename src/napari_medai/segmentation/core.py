@@ -121,11 +121,16 @@ def _check_input(volume, spacing) -> tuple[np.ndarray, tuple]:
     if max(extent) > MAX_EXTENT_MM:
         raise MedaiError(f"with spacing {_mm(spacing)} mm the image spans {_mm(extent)} mm, more than any body "
                          "scan; check the voxel size in the file's header (metres or centimetres stored as mm?)")
-    sy, sx = spacing[-2:]
-    if max(sy, sx) > MAX_PIXEL_ASPECT * min(sy, sx):
-        raise MedaiError(f"pixels of {sy:g} x {sx:g} mm are more than {MAX_PIXEL_ASPECT:g} times longer than wide; "
-                         "check the spacing (z, y, x order) in the file's header")
     return array, spacing
+
+
+def _check_axial_pixels(spacing_yx: Sequence[float]) -> None:
+    """Refuse axial pixels (in the canonical orientation, so a thick-slice CT stored x-major passes) more than
+    ``MAX_PIXEL_ASPECT`` times longer than wide: the spacing is wrong or given in the wrong order."""
+    sy, sx = spacing_yx
+    if max(sy, sx) > MAX_PIXEL_ASPECT * min(sy, sx):
+        raise MedaiError(f"axial pixels of {sy:g} x {sx:g} mm are more than {MAX_PIXEL_ASPECT:g} times longer than "
+                         "wide; check the spacing (z, y, x order) and the affine in the file's header")
 
 
 def _check_affine(affine) -> Optional[np.ndarray]:
@@ -732,6 +737,10 @@ def segment(
     progress, should_stop = callbacks(progress, should_stop)
     array, spacing = _check_input(volume, spacing)
     affine = _check_affine(affine)
+    sp3 = (1.0, *spacing) if array.ndim == 2 else spacing
+    perm, flips = canonical_orientation(affine, array.ndim)
+    sp_canon = tuple(sp3[p] for p in perm) if array.ndim == 3 else sp3
+    _check_axial_pixels(sp_canon[1:])
     if model is None:  # the default model is a CT model: refuse non-HU input before loading anything
         validate_ct_hu(array)
     choice = resolve_device(device)
@@ -744,10 +753,7 @@ def segment(
     check_stop(should_stop)
 
     vol3 = array[None] if array.ndim == 2 else array
-    sp3 = (1.0, *spacing) if array.ndim == 2 else spacing
-    perm, flips = canonical_orientation(affine, array.ndim)
     canon = to_canonical(vol3, perm if array.ndim == 3 else (0, 1, 2), flips)
-    sp_canon = tuple(sp3[p] for p in perm) if array.ndim == 3 else sp3
     data01 = window01(canon, _spec_window(lm.spec))
     notes: list = []
     sizes = CPU_BATCH_SIZES if choice.kind == "cpu" else BATCH_SIZES
