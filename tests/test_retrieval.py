@@ -166,6 +166,10 @@ def test_incremental_add_and_remove(case_folder, tmp_path):
     with pytest.raises(MedaiError, match="unknown case ids"):
         lib.remove([999])
     # ids are never reused, also after save / load
+    odd = tmp_path / "case #1?%20" / "l.medlib"  # URI characters in a folder name (sqlite opens it by URI)
+    odd.parent.mkdir()
+    lib.save(odd)
+    assert len(CaseLibrary.load(odd)) == 8
     lib.save(tmp_path / "l.medlib")
     lib2 = CaseLibrary.load(tmp_path / "l.medlib")
     ids = lib2.add_images([shape_image("bar", 1)], ["bar"], paths=["layer bar"])

@@ -858,10 +858,14 @@ class CaseLibrary:
         path = Path(path).expanduser()
         if not path.is_file():
             raise MedaiError(f"{path} is not a case library file; build one with `napari-medai retrieve build`")
+        con = None
         try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            # as_uri() percent-encodes '#', '?' and '%', which a hand-made "file:" URI would read as URI syntax
+            con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError:
+            if con is not None:
+                con.close()
             raise MedaiError(
                 f"{path} is not a case library (not SQLite or no meta table); "
                 "build one with `napari-medai retrieve build`"
