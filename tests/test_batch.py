@@ -162,3 +162,24 @@ def test_segment_task_records_volumes_and_notes(tmp_path):
     assert any("HU" in note for note in record["notes"])
     # plausibility (#15): the sample's liver reaches its first and last slice
     assert any("cut by the field of view" in note for note in record["notes"])
+
+
+def test_segment_task_takes_a_slice_as_segment_does(tmp_path):
+    """A 2-D CT slice (an int16 TIFF in HU) gets a PNG of labels equal to segment()'s on the same slice (batch
+    segment used to refuse slices that `napari-medai segment` takes)."""
+    pytest.importorskip("torch")
+    import tifffile
+
+    from napari_medai import segment
+    from napari_medai.batch.tasks import segment_file
+    from napari_medai.io.readers import load_image
+    from napari_medai.sample_data import CT_VOLUME
+
+    ct = load_image(CT_VOLUME)
+    path = tmp_path / "slice.tif"
+    tifffile.imwrite(path, ct.data[15].astype(np.int16))
+    record = segment_file(str(path), str(tmp_path), {"device": "cpu"})
+    written = load_image(record["outputs"][0])
+    assert record["outputs"][0].endswith("slice_labels.png")
+    expected = segment(load_image(path).data, spacing=(1.0, 1.0), device="cpu").labels
+    assert expected.any() and np.array_equal(written.data, expected)

@@ -89,22 +89,23 @@ def grade_file(path: str, out_dir: str, params: dict) -> dict:
 
 
 def segment_file(path: str, out_dir: str, params: dict) -> dict:
-    """Worker task: liver / tumour labels of one CT, written with the input's affine."""
+    """Worker task: liver / tumour labels of one CT volume (written with the input's affine) or slice (as
+    ``napari-medai segment`` takes it: a PNG of labels)."""
     from ..io.readers import load_image
     from ..io.writers import save_image
     from ..segmentation.core import segment
 
     loaded = load_image(path)
-    if loaded.geometry.ndim != 3:
-        raise MedaiError(f"{Path(path).name} is 2-D; batch segment takes CT volumes (NIfTI or DICOM folders)")
+    volume = loaded.geometry.ndim == 3
     result = segment(
         loaded.data,
         spacing=loaded.geometry.spacing,
-        affine=loaded.geometry.affine_ras(),
+        affine=loaded.geometry.affine_ras() if volume else None,  # 2-D images have no RAS affine
         model=params.get("model"),
         device=worker_device(params.get("device", "auto")),
     )
-    out = save_image(Path(out_dir) / f"{output_stem(path)}_labels.nii.gz", result.labels, loaded.geometry,
+    suffix = ".nii.gz" if volume else ".png"
+    out = save_image(Path(out_dir) / f"{output_stem(path)}_labels{suffix}", result.labels, loaded.geometry,
                      inputs=[path])
     return {"outputs": [str(out)], "volumes_ml": {k: round(float(v), 2) for k, v in result.volumes_ml.items()},
             "notes": list(result.notes)}
