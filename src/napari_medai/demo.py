@@ -110,10 +110,20 @@ def demo_segmentation(out: Path, shots: list) -> dict:
     }
 
 
-def demo_retrieval(out: Path, shots: list) -> dict:
-    """Build a library from the brain MRI samples and query it with one of them."""
-    from . import CaseLibrary
+def retrieval_query() -> np.ndarray:
+    """The demo's query: the first brain MRI sample as another export might store it, mirrored left-right and
+    cropped by 8 % on each side, so the nearest case is found, not matched byte for byte."""
     from .io.readers import load_image
+    from .sample_data import BRAIN_MRI
+
+    image = load_image(BRAIN_MRI[0]).data
+    h, w = image.shape[:2]
+    return np.ascontiguousarray(image[int(0.08 * h):int(0.92 * h), int(0.08 * w):int(0.92 * w)][:, ::-1])
+
+
+def demo_retrieval(out: Path, shots: list) -> dict:
+    """Build a library from the brain MRI samples and query it with a mirrored, cropped copy of one of them."""
+    from . import CaseLibrary
     from .sample_data import BRAIN_MRI, brain_mri_label
 
     cases = out / "retrieval_cases"
@@ -123,11 +133,10 @@ def demo_retrieval(out: Path, shots: list) -> dict:
         (folder / path.name).write_bytes(path.read_bytes())
     library = CaseLibrary.build(cases)
     library.save(out / "brain_library.sqlite")
-    query = load_image(BRAIN_MRI[0])
-    hits = library.query(query.data, k=3)
+    hits = library.query(retrieval_query(), k=3)
     return {
         "library": "brain_library.sqlite",
-        "query": BRAIN_MRI[0].name,
+        "query": f"{BRAIN_MRI[0].name}, mirrored left-right and cropped by 8 % on each side",
         "hits": [{"label": h.label, "path": Path(h.path).name, "distance": round(float(h.distance), 4)} for h in hits],
     }
 
@@ -156,7 +165,7 @@ def _widget_shot_steps(out: Path) -> list:
     import napari_medai as nm
 
     from .io.readers import load_image
-    from .sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI, BRAIN_MRI, CT_VOLUME
+    from .sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI, CT_VOLUME
     from .viewer import roi_rectangle
 
     def settings(viewer, w):
@@ -185,7 +194,7 @@ def _widget_shot_steps(out: Path) -> list:
         viewer.dims.set_point(0, float(ct.data_to_world([z, 0, 0])[0]))
 
     def retrieval(viewer, w):
-        nm.add_to_viewer(viewer, load_image(BRAIN_MRI[0]), name="query: brain MRI")
+        viewer.add_image(retrieval_query(), name="query: brain MRI (mirrored, cropped)")
         w.library_path.value = str(out / "brain_library.sqlite")
         w.open_library()
         w.k.value = 3
