@@ -318,6 +318,28 @@ def test_cli_grade_json(capsys):
     assert capsys.readouterr().err.startswith("error:")
 
 
+def test_cli_grade_several_frames_keeps_the_good_ones(tmp_path, capsys):
+    """One refused frame among several gets its own error line and an error entry; the others are still graded,
+    and the exit code says that an input was refused."""
+    from napari_medai.cli.main import main
+    from napari_medai.sample_data import BMODE_FRAME, BMODE_KIDNEY_ROI, BMODE_LIVER_ROI
+
+    roi = ",".join(map(str, BMODE_LIVER_ROI))
+    kidney = ",".join(map(str, BMODE_KIDNEY_ROI))
+    bad = tmp_path / "empty.png"
+    bad.write_bytes(b"")
+    argv = ["grade", str(BMODE_FRAME), str(bad), str(BMODE_FRAME), "--roi", roi, "--kidney-roi", kidney, "--json"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [d.get("grade") for d in doc["results"]] == [0, None, 0] and doc["model"] == "steatosis-default"
+    assert doc["results"][1]["input"] == str(bad) and doc["results"][1]["error"]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert main(["grade", str(bad), "--roi", roi]) == 2  # a single frame: refused as before, one line
+    assert capsys.readouterr().err.startswith("error: ")
+
+
 def test_cli_train_classical_writes_reports(tmp_path, capsys):
     from PIL import Image
 

@@ -57,11 +57,20 @@ def run_grade(args) -> int:
     if args.roi is None and not args.auto_roi:
         raise MedaiError("no liver ROI: give --roi X,Y,W,H (pixels, x = column, on liver parenchyma away from vessels) "
                          "or --auto-roi for automatic placement (the grade is then marked uncertain)")
-    results = []
+    results, refused = [], 0
     for path in args.inputs:
-        loaded = load_image(path)
-        r = grade_steatosis(loaded.data, roi=args.roi, kidney_roi=args.kidney_roi, model=args.model,
-                            device=args.device, auto_roi=args.auto_roi, heatmap=False)
+        try:
+            loaded = load_image(path)
+            r = grade_steatosis(loaded.data, roi=args.roi, kidney_roi=args.kidney_roi, model=args.model,
+                                device=args.device, auto_roi=args.auto_roi, heatmap=False)
+        except MedaiError as exc:
+            if len(args.inputs) == 1:
+                raise
+            # several frames: one refused frame does not lose the others' grades; it gets its own error line
+            refused += 1
+            results.append({"input": str(path), "error": str(exc)})
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            continue
         doc = {"input": str(path), **r.to_dict()}
         results.append(doc)
         if not args.json:
@@ -74,11 +83,12 @@ def run_grade(args) -> int:
                 print(f"  uncertain: {reason}", file=sys.stderr)
             for w in r.warnings:
                 print(f"  warning: {w}", file=sys.stderr)
+    graded = [doc for doc in results if "error" not in doc]
     if args.json:
-        emit_json({"results": results, "model": results[0]["model"] if results else None, "notice": RESEARCH_NOTICE})
+        emit_json({"results": results, "model": graded[0]["model"] if graded else None, "notice": RESEARCH_NOTICE})
     else:
         print(RESEARCH_NOTICE)
-    return 0
+    return 2 if refused else 0
 
 
 def run_train(args) -> int:
