@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 from evaluate_tumour_stage import RUNS, SPACING, STAGE_SPEC, held_out_patients, overlap, pooled_dice, reference_maps
-from scipy import ndimage
 
 ABSOLUTE = False  # --absolute: darker or brighter than the liver
 HERE = Path(__file__).resolve().parent
@@ -56,7 +54,9 @@ def lesion_table(out, gt, score, hu, pixel_mm):
     """Per predicted 3-D lesion: diameter (mm, largest cross-section), mean p(tumour), contrast (HU, the
     liver's median minus the lesion's mean), voxels overlapping the real tumour; and per real lesion >= 10
     mm the predicted lesions that overlap it. Dropping a lesion leaves the others as they are, so every rule
-    is scored from these tables (a dropped lesion becomes liver: liver Dice does not change)."""
+    is scored from these tables (a dropped lesion becomes liver: liver Dice does not change). ``real_lesions``:
+    per real lesion >= 10 mm its diameter, the predicted lesions overlapping it, its contrast and the share of
+    it outside the organ (for lesion_misses.py)."""
     from napari_medai.segmentation.tumour_stage import lesion_diameters
 
     tumour, real = out == 2, gt == 2
@@ -78,14 +78,17 @@ def lesion_table(out, gt, score, hu, pixel_mm):
                 "voxels": int(comp.sum()),
             }
         )
-    glab, m = ndimage.label(real, structure=cube)
-    big = []
-    for index, sl in enumerate(ndimage.find_objects(glab), start=1):
-        comp = glab[sl] == index
-        area = comp.reshape(comp.shape[0], -1).sum(1).max() * pixel_mm**2
-        if 2.0 * math.sqrt(area / math.pi) >= 10.0:
-            big.append(set(np.unique(lab[sl][comp]).tolist()) - {0})
-    return {"lesions": table, "big": big, "real_voxels": int(real.sum())}
+    real_lab, real_slices, real_diameters = lesion_diameters(real, pixel_mm**2, structure=cube)
+    big, real_lesions = [], []
+    for index, (sl, diameter) in enumerate(zip(real_slices, real_diameters), start=1):
+        if diameter < 10.0:
+            continue
+        comp = real_lab[sl] == index
+        big.append(set(np.unique(lab[sl][comp]).tolist()) - {0})
+        real_lesions.append({"diameter": diameter, "overlapping": sorted(big[-1]),
+                             "contrast": liver_median - float(hu[sl][comp].mean()),
+                             "outside_organ_share": float((out[sl][comp] == 0).mean())})
+    return {"lesions": table, "big": big, "real_lesions": real_lesions, "real_voxels": int(real.sum())}
 
 
 def rule_stats(t, rule):

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from evaluate_tumour_stage import RUNS
 from lesion_filter_cv import lesion_table
-from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 PIXEL_MM = 0.75  # LiTS pixels, as lesion_filter_cv counts them
-CUBE = np.ones((3, 3, 3))
 
 
 def miss_reason(candidates: list, outside_share: float, rule: tuple) -> str | None:
@@ -47,27 +44,17 @@ def miss_reason(candidates: list, outside_share: float, rule: tuple) -> str | No
 
 def patient_lesions(d, rule: tuple) -> list:
     """Each real lesion >= 10 mm of one cached patient: size, contrast, overlapping predictions, reason."""
-    out, gt = d["out"], d["gt"]
     hu = d["green"].astype(np.float32) / 255.0 * 200.0 - 40.0
-    table = lesion_table(out, gt, d["score"], hu, PIXEL_MM)["lesions"]
-    predicted, _ = ndimage.label(out == 2, structure=CUBE)
-    real, _ = ndimage.label(gt == 2, structure=CUBE)
-    liver_median = float(np.median(hu[out == 1])) if (out == 1).any() else 0.0
+    table = lesion_table(d["out"], d["gt"], d["score"], hu, PIXEL_MM)
     rows = []
-    for index, sl in enumerate(ndimage.find_objects(real), start=1):
-        comp = real[sl] == index
-        area = comp.reshape(comp.shape[0], -1).sum(1).max() * PIXEL_MM**2
-        diameter = 2.0 * math.sqrt(area / math.pi)
-        if diameter < 10.0:
-            continue
-        candidates = [table[i - 1] for i in sorted(set(np.unique(predicted[sl][comp]).tolist()) - {0})]
-        outside = float((out[sl][comp] == 0).mean())
+    for real in table["real_lesions"]:
+        candidates = [table["lesions"][i - 1] for i in real["overlapping"]]
         rows.append({
-            "diameter_mm": round(diameter, 1),
-            "contrast_hu": round(liver_median - float(hu[sl][comp].mean()), 1),
-            "outside_organ_share": round(outside, 2),
+            "diameter_mm": round(real["diameter"], 1),
+            "contrast_hu": round(real["contrast"], 1),
+            "outside_organ_share": round(real["outside_organ_share"], 2),
             "predicted": [{k: round(c[k], 2) for k in ("diameter", "score", "contrast")} for c in candidates],
-            "missed_because": miss_reason(candidates, outside, rule),
+            "missed_because": miss_reason(candidates, real["outside_organ_share"], rule),
         })
     return rows
 

@@ -322,13 +322,19 @@ def check_library_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only SQLite connection; ``as_uri()`` percent-encodes '#', '?' and '%', which a hand-made
+    "file:" URI would read as URI syntax."""
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+
+
 def _is_library_file(path: Path) -> bool:
     """Whether ``path`` is a napari-medai case library (SQLite with the library's ``meta`` table)."""
     with open(path, "rb") as handle:
         if handle.read(16) != b"SQLite format 3\0":
             return False
     try:
-        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        con = _connect_read_only(path)
         try:
             row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         finally:
@@ -860,8 +866,7 @@ class CaseLibrary:
             raise MedaiError(f"{path} is not a case library file; build one with `napari-medai retrieve build`")
         con = None
         try:
-            # as_uri() percent-encodes '#', '?' and '%', which a hand-made "file:" URI would read as URI syntax
-            con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            con = _connect_read_only(path)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError:
             if con is not None:

@@ -57,7 +57,7 @@ def run_grade(args) -> int:
     if args.roi is None and not args.auto_roi:
         raise MedaiError("no liver ROI: give --roi X,Y,W,H (pixels, x = column, on liver parenchyma away from vessels) "
                          "or --auto-roi for automatic placement (the grade is then marked uncertain)")
-    results, refused = [], 0
+    results = []
     for path in args.inputs:
         try:
             loaded = load_image(path)
@@ -67,7 +67,6 @@ def run_grade(args) -> int:
             if len(args.inputs) == 1:
                 raise
             # several frames: one refused frame does not lose the others' grades; it gets its own error line
-            refused += 1
             results.append({"input": str(path), "error": str(exc)})
             print(f"error: {path}: {exc}", file=sys.stderr)
             continue
@@ -88,7 +87,7 @@ def run_grade(args) -> int:
         emit_json({"results": results, "model": graded[0]["model"] if graded else None, "notice": RESEARCH_NOTICE})
     else:
         print(RESEARCH_NOTICE)
-    return 2 if refused else 0
+    return 2 if len(graded) < len(results) else 0
 
 
 def run_train(args) -> int:
